@@ -1,0 +1,202 @@
+"""The `lmforge` command: one thin sub-command per step; all logic lives in the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import MISSING, fields
+
+import click
+
+from lmforge.engine.params import SamplingParams
+from lmforge.errors import LmforgeError
+
+DTYPE = click.Choice(["fp32", "bf16", "int8", "int4"])
+
+
+def sampling_options(command):
+    """Add one flag per `SamplingParams` field (the dataclass is the only schema)."""
+    for f in reversed(fields(SamplingParams)):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else "none"
+        help_text = f"{f.metadata.get('help', '')} [default: {default}]"
+        if f.name == "stop":
+            command = click.option(flag, multiple=True, help=f.metadata.get("help"))(command)
+        else:
+            kind = int if f.name in ("max_tokens", "top_k", "seed") else float
+            command = click.option(flag, type=kind, default=None, help=help_text)(command)
+    return command
+
+
+def _sampling(kwargs: dict) -> dict:
+    """Pop the sampling flags out of a command's kwargs (None = use the default)."""
+    out = {}
+    for f in fields(SamplingParams):
+        value = kwargs.pop(f.name, None)
+        if f.name == "stop":
+            value = list(value) or None
+        if value is not None:
+            out[f.name] = value
+    SamplingParams.from_kwargs(**out)  # fail on bad values before loading the model
+    return out
+
+
+def _load(model: str | None, dtype: str):
+    from lmforge.models.loader import load
+
+    return load(model, dtype=dtype)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lmforge", message="lmforge %(version)s")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """lmforge: load, adapt, shrink, prove, explain, serve and document open language models."""
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option(
+    "--dtype", type=DTYPE, default="fp32", show_default=True, help="Weight type for inference."
+)
+@click.option("--prompt", "-p", help="Ask one question, print the answer and exit.")
+@click.option("--system", "-s", help="System prompt for the conversation.")
+@click.option("--stats", is_flag=True, help="Print tokens/s and time to first token to stderr.")
+@sampling_options
+def chat(model, dtype, prompt, system, stats, **kwargs):
+    """Chat with MODEL (a store name or a path; default: the embedded SmolLM2-135M-Instruct).
+
+    In the interactive chat: /reset clears the conversation, /system TEXT sets the system
+    prompt, /exit quits.
+    """
+    from lmforge.chat import ChatSession
+
+    sampling = _sampling(kwargs)
+    session = ChatSession(_load(model, dtype), system=system, sampling=sampling)
+    if prompt is not None:
+        _stream_out(session.send(prompt), stats)
+        return
+    session.repl(show_stats=stats)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--prompt", "-p", required=True, help="Text to continue.")
+@click.option(
+    "--dtype", type=DTYPE, default="fp32", show_default=True, help="Weight type for inference."
+)
+@click.option("--stats", is_flag=True, help="Print tokens/s and time to first token to stderr.")
+@sampling_options
+def generate(model, prompt, dtype, stats, **kwargs):
+    """Raw completion of --prompt by MODEL (no chat template), streamed to stdout."""
+    sampling = _sampling(kwargs)
+    m = _load(model, dtype)
+    _stream_out(m.stream(prompt, **sampling), stats)
+
+
+def _stream_out(deltas, stats: bool) -> None:
+    start = time.perf_counter()
+    first, n = None, 0
+    for text in deltas:
+        if first is None:
+            first = time.perf_counter()
+        n += 1
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    if stats and first is not None:
+        took = time.perf_counter() - first
+        rate = f"{(n - 1) / took:.1f} chunks/s" if n > 1 and took > 0 else "-"
+        click.echo(f"[ttft {1e3 * (first - start):.0f} ms, {rate}]", err=True)
+
+
+@cli.group()
+def models() -> None:
+    """List, inspect, import and remove models in the store."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models_list(as_json: bool) -> None:
+    """List the artifacts in the store."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lmforge.store import Store
+
+    store = Store()
+    arts = store.list()
+    if as_json:
+        click.echo(json.dumps([a.meta for a in arts], indent=2, default=str))
+        return
+    table = Table(title=f"lmforge store: {store.root}")
+    for col in ("name", "kind", "step", "parent", "params", "size", "created"):
+        table.add_column(col)
+    for a in arts:
+        params = a.meta.get("model", {}).get("parameters")
+        table.add_row(
+            a.name,
+            a.kind,
+            a.step or "",
+            a.parent or "",
+            f"{params / 1e6:.0f}M" if params else "",
+            f"{a.size_bytes() / 1e6:.0f} MB",
+            a.meta.get("created", ""),
+        )
+    Console().print(table)
+
+
+@models.command("show")
+@click.argument("name")
+def models_show(name: str) -> None:
+    """Print an artifact's artifact.json."""
+    from lmforge.store import Store
+
+    click.echo(json.dumps(Store().get(name).meta, indent=2, sort_keys=True, default=str))
+
+
+@models.command("import")
+@click.argument("path")
+@click.option("--name", required=True, help="Name for the new artifact.")
+@click.option("--force", is_flag=True, help="Replace an existing artifact of that name.")
+def models_import(path: str, name: str, force: bool) -> None:
+    """Convert PATH (a Hugging Face folder or a .gguf file) into a store artifact."""
+    from lmforge.models.convert import import_model
+
+    art = import_model(path, name, overwrite=force)
+    click.echo(f"imported {art.name} -> {art.path}")
+
+
+@models.command("rm")
+@click.argument("name")
+def models_rm(name: str) -> None:
+    """Remove an artifact from the store."""
+    from lmforge.store import Store
+
+    Store().remove(name)
+    click.echo(f"removed {name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one line and exit 2; --debug shows the traceback."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cli.main(args=args, prog_name="lmforge", standalone_mode=False)
+    except LmforgeError as e:
+        if "--debug" in args:
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""The decode loop: prefill, then one token at a time, for one prompt or a batch of them.
+
+Works over any `Decoder` (our native forward, or the `transformers` fallback): it needs
+`new_cache(batch, max_len)`, `forward(ids, cache, positions)` -> logits (B, vocab),
+`vocab_size` and `max_positions`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from lmforge.engine.detokenize import IncrementalDetokenizer
+from lmforge.engine.params import SamplingParams
+from lmforge.engine.sampling import Sampler
+from lmforge.errors import InvalidInputError
+
+
+class Decoder(Protocol):
+    vocab_size: int
+    max_positions: int
+    device: torch.device
+
+    def new_cache(self, batch: int, max_len: int): ...
+
+    def forward(
+        self, ids: torch.Tensor, cache, positions: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
+
+
+@dataclass
+class Delta:
+    """New text for one sequence of the batch after one decode step."""
+
+    index: int
+    text: str
+    token_id: int | None
+    finish_reason: str | None = None  # "stop" (EOS or a stop string) or "length"
+
+
+@dataclass
+class Completion:
+    """A finished generation with its measurements."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    ttft_s: float = 0.0
+    """Seconds from the call to the first generated token (prefill + first sample)."""
+    decode_s: float = 0.0
+    """Seconds spent after the first token."""
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        n = self.completion_tokens - 1
+        return n / self.decode_s if n > 0 and self.decode_s > 0 else 0.0
+
+
+class StopMatcher:
+    """Finds stop strings in streamed text; holds back a tail that may begin one."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = stops
+        self.pending = ""
+
+    def push(self, text: str) -> tuple[str, bool]:
+        """Add text; return (text safe to emit, whether a stop string was found)."""
+        if not self.stops:
+            return text, False
+        buf = self.pending + text
+        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.pending = ""
+            return buf[: min(hits)], True
+        hold = 0  # longest suffix of buf that is a proper prefix of some stop string
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(buf)), hold, -1):
+                if buf.endswith(s[:n]):
+                    hold = n
+                    break
+        self.pending = buf[len(buf) - hold :] if hold else ""
+        return buf[: len(buf) - hold], False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (B, T) left-padded, and mask (B, T) True on real tokens."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.bool)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[row, width - len(p) :] = True
+    return ids, mask
+
+
+def stream_batch(
+    decoder: Decoder,
+    tokenizer,
+    prompts: list[list[int]],
+    params: SamplingParams,
+    eos_ids: set[int] | frozenset[int] = frozenset(),
+) -> Iterator[list[Delta]]:
+    """Generate for every prompt at once; after each step yield the rows' new text.
+
+    A row stops at an EOS id, a stop string, or `max_tokens`; its last Delta carries a
+    finish_reason. Rows that finished earlier are still computed (the batch stays
+    rectangular) but yield nothing.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise InvalidInputError("empty prompt", "give at least one token of prompt text")
+    params.validate()
+    B = len(prompts)
+    width = max(len(p) for p in prompts)
+    if width >= decoder.max_positions:
+        raise InvalidInputError(
+            f"prompt of {width} tokens does not fit the model's context of {decoder.max_positions}",
+            "shorten the prompt",
+        )
+    max_new = min(params.max_tokens, decoder.max_positions - width)
+    device = decoder.device
+    ids, mask = _left_pad(prompts, pad_id=0)
+    cache = decoder.new_cache(B, width + max_new)
+    padded = not bool(mask.all())
+    positions = None
+    if padded:
+        cache.key_valid[:, :width] = mask.to(device)
+        cache.padded = True
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0).to(device)  # (B, T)
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+
+    sampler = Sampler(params, B, decoder.vocab_size, device)
+    sampler.observe(ids.to(device).masked_fill(~mask.to(device), ids[0, -1].item()))
+    detoks = [IncrementalDetokenizer(tokenizer) for _ in range(B)]
+    stops = [StopMatcher(params.stop) for _ in range(B)]
+    done = [False] * B
+
+    logits = decoder.forward(ids.to(device), cache, positions)  # (B, vocab)
+    for step in range(max_new):
+        next_tokens = sampler(logits)  # (B,)
+        tokens = next_tokens.tolist()
+        deltas = []
+        for row, tok in enumerate(tokens):
+            if done[row]:
+                continue
+            last = step == max_new - 1
+            if tok in eos_ids:
+                text = detoks[row].flush()
+                text, _ = stops[row].push(text)
+                deltas.append(Delta(row, text + stops[row].flush(), None, "stop"))
+                done[row] = True
+                continue
+            text, hit = stops[row].push(detoks[row].add(tok))
+            if hit:
+                deltas.append(Delta(row, text, tok, "stop"))
+                done[row] = True
+            elif last:
+                tail, hit = stops[row].push(detoks[row].flush())
+                text += tail if hit else tail + stops[row].flush()
+                deltas.append(Delta(row, text, tok, "stop" if hit else "length"))
+                done[row] = True
+            else:
+                deltas.append(Delta(row, text, tok))
+        yield deltas
+        if all(done):
+            return
+        sampler.observe(next_tokens[:, None])
+        step_pos = (lengths + step)[:, None] if padded else None  # (B, 1)
+        logits = decoder.forward(next_tokens[:, None], cache, step_pos)
+
+
+def generate_batch(
+    decoder: Decoder,
+    tokenizer,
+    prompts: list[list[int]],
+    params: SamplingParams,
+    eos_ids: set[int] | frozenset[int] = frozenset(),
+) -> list[Completion]:
+    """Run `stream_batch` to the end and collect one Completion per prompt."""
+    start = time.perf_counter()
+    texts = [[] for _ in prompts]
+    tokens: list[list[int]] = [[] for _ in prompts]
+    reasons = ["length"] * len(prompts)
+    first = [0.0] * len(prompts)
+    last = [0.0] * len(prompts)
+    for deltas in stream_batch(decoder, tokenizer, prompts, params, eos_ids):
+        now = time.perf_counter()
+        for d in deltas:
+            texts[d.index].append(d.text)
+            if d.token_id is not None:
+                if not tokens[d.index]:
+                    first[d.index] = now
+                tokens[d.index].append(d.token_id)
+            last[d.index] = now
+            if d.finish_reason:
+                reasons[d.index] = d.finish_reason
+    return [
+        Completion(
+            text="".join(texts[i]),
+            token_ids=tokens[i],
+            finish_reason=reasons[i],
+            prompt_tokens=len(prompts[i]),
+            ttft_s=(first[i] or last[i]) - start,
+            decode_s=max(last[i] - (first[i] or last[i]), 0.0),
+        )
+        for i in range(len(prompts))
+    ]

@@ -1,0 +1,56 @@
+"""The fallback decoder: any `transformers` causal LM, through its own forward and cache.
+
+Used for architectures the native path does not cover; it runs the same decode loop
+(sampling, stop strings, streaming, batching) at `transformers` speed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class _HFCache:
+    def __init__(self, batch: int, max_len: int, device):
+        from transformers import DynamicCache
+
+        self.dynamic = DynamicCache()
+        self.key_valid = torch.ones(batch, max_len, dtype=torch.bool, device=device)
+        self.max_len = max_len
+        self.pos = 0
+        self.padded = False
+
+
+class HFDecoder:
+    """Decoder protocol over `model(...)` with a `DynamicCache`."""
+
+    def __init__(self, hf_model, dtype: str = "fp32"):
+        if dtype not in ("fp32", "bf16"):
+            raise ValueError(
+                f"dtype {dtype!r} needs the native engine, which does not support "
+                f"model_type {hf_model.config.model_type!r}; use fp32 or bf16"
+            )
+        self.model = hf_model.to(torch.float32 if dtype == "fp32" else torch.bfloat16).eval()
+        self.dtype = dtype
+        self.vocab_size = hf_model.config.vocab_size
+        self.max_positions = getattr(hf_model.config, "max_position_embeddings", 2048)
+        self.device = next(hf_model.parameters()).device
+
+    def new_cache(self, batch: int, max_len: int) -> _HFCache:
+        return _HFCache(batch, max_len, self.device)
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, cache: _HFCache, positions: torch.Tensor | None = None):
+        B, T = ids.shape
+        end = cache.pos + T
+        if positions is None:
+            positions = torch.arange(cache.pos, end, device=ids.device).expand(B, T)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=cache.key_valid[:, :end].long(),
+            position_ids=positions,
+            past_key_values=cache.dynamic,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache.pos = end
+        return out.logits[:, -1].float()

@@ -1,0 +1,190 @@
+"""Our own forward pass for Llama-family decoders, over the weights of a `transformers` model.
+
+`transformers` defines the architecture and holds the weights; this module re-reads those
+weights into a flat list of layers (q/k/v fused into one matrix, gate/up fused into one) and
+runs prefill and decode with a preallocated KV cache. On a 135M model `generate()` spends
+most of its time in Python around the matrix products; this path keeps ~20 tensor ops per
+layer. Rotary tables come from the model's own `rotary_emb`, so every RoPE scaling variant
+that `transformers` implements is honoured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.engine.kv_cache import KVCache
+from lmforge.engine.quant_linear import Linear, activation_dtype, make_linear
+
+# model_type -> what it needs beyond plain Llama
+SUPPORTED = {"llama": {}, "mistral": {}, "qwen2": {}, "qwen3": {"qk_norm": True}}
+
+
+def supports(config) -> bool:
+    """Whether the native path can run this config (else the engine uses `transformers`)."""
+    if getattr(config, "model_type", None) not in SUPPORTED:
+        return False
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return False
+    return not getattr(config, "sliding_window", None) or not getattr(
+        config, "use_sliding_window", config.model_type == "mistral"
+    )
+
+
+@dataclass
+class _Layer:
+    ln1: torch.Tensor
+    qkv: Linear
+    o: Linear
+    ln2: torch.Tensor
+    gate_up: Linear
+    down: Linear
+    q_norm: torch.Tensor | None = None
+    k_norm: torch.Tensor | None = None
+
+
+class NativeDecoder:
+    """Prefill/decode for one model at one weight dtype ("fp32", "bf16", "int8", "int4")."""
+
+    def __init__(self, hf_model, dtype: str = "fp32"):
+        cfg = hf_model.config
+        if not supports(cfg):
+            raise ValueError(f"native engine does not support model_type {cfg.model_type!r}")
+        self.config = cfg
+        self.dtype = dtype
+        self.device = hf_model.model.embed_tokens.weight.device
+        self.act_dtype = act = activation_dtype(dtype, self.device)
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv_heads = cfg.num_key_value_heads or cfg.num_attention_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.eps = cfg.rms_norm_eps
+        self.vocab_size = cfg.vocab_size
+        self.max_positions = cfg.max_position_embeddings
+        base = hf_model.model
+        self.embed = base.embed_tokens.weight.detach().to(act)
+        self.layers = []
+        for block in base.layers:
+            a, m = block.self_attn, block.mlp
+            qkv_w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
+            qkv_b = (
+                torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
+                if a.q_proj.bias is not None
+                else None
+            )
+            q_norm = getattr(a, "q_norm", None)
+            k_norm = getattr(a, "k_norm", None)
+            self.layers.append(
+                _Layer(
+                    ln1=block.input_layernorm.weight.detach().to(act),
+                    qkv=make_linear(qkv_w, qkv_b, dtype),
+                    o=make_linear(a.o_proj.weight, a.o_proj.bias, dtype),
+                    ln2=block.post_attention_layernorm.weight.detach().to(act),
+                    gate_up=make_linear(
+                        torch.cat([m.gate_proj.weight, m.up_proj.weight]), None, dtype
+                    ),
+                    down=make_linear(m.down_proj.weight, None, dtype),
+                    q_norm=None if q_norm is None else q_norm.weight.detach().to(act),
+                    k_norm=None if k_norm is None else k_norm.weight.detach().to(act),
+                )
+            )
+        self.norm = base.norm.weight.detach().to(act)
+        self.lm_head = make_linear(hf_model.get_output_embeddings().weight, None, dtype)
+        self._rotary = base.rotary_emb
+        self._cos = self._sin = torch.empty(0, self.head_dim)
+
+    # -- rotary tables -------------------------------------------------------------------
+    def _rope_table(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape (n, head_dim) for positions 0..n-1, grown by doubling."""
+        if self._cos.shape[0] < n:
+            size = max(n, 2 * self._cos.shape[0], 256)
+            pos = torch.arange(size, device=self.device)[None]
+            dummy = torch.empty(1, dtype=torch.float32, device=self.device)
+            with torch.no_grad():
+                cos, sin = self._rotary(dummy, pos)
+            self._cos, self._sin = cos[0].to(self.act_dtype), sin[0].to(self.act_dtype)
+        return self._cos, self._sin
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        return KVCache(
+            len(self.layers),
+            batch,
+            self.n_kv_heads,
+            max_len,
+            self.head_dim,
+            self.act_dtype,
+            self.device,
+        )
+
+    # -- forward -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(
+        self,
+        ids: torch.Tensor,
+        cache: KVCache,
+        positions: torch.Tensor | None = None,
+        all_logits: bool = False,
+    ) -> torch.Tensor:
+        """Run ids (B, T) from `cache.pos`; return logits (B, vocab), or (B, T, vocab) if all_logits.
+
+        `positions` (B, T) gives each token's rotary position (left-padded rows start later);
+        None means cache.pos .. cache.pos + T for every row.
+        """
+        B, T = ids.shape
+        H, KV, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        start = cache.pos
+        cos_t, sin_t = self._rope_table(start + T)
+        if positions is None:
+            cos, sin = cos_t[start : start + T], sin_t[start : start + T]  # (T, hd)
+            cos, sin = cos[None, None], sin[None, None]  # (1, 1, T, hd)
+        else:
+            cos, sin = cos_t[positions][:, None], sin_t[positions][:, None]  # (B, 1, T, hd)
+        mask = self._mask(cache, T)
+        half = hd // 2
+
+        x = F.embedding(ids, self.embed)  # (B, T, D)
+        for i, layer in enumerate(self.layers):
+            h = F.rms_norm(x, (x.shape[-1],), layer.ln1, self.eps)
+            qkv = (
+                layer.qkv(h).to(x.dtype).view(B, T, H + 2 * KV, hd).transpose(1, 2)
+            )  # (B, H+2KV, T, hd)
+            qk, v = qkv[:, : H + KV], qkv[:, H + KV :]
+            if layer.q_norm is not None:
+                qk = torch.cat(
+                    [
+                        F.rms_norm(qk[:, :H], (hd,), layer.q_norm, self.eps),
+                        F.rms_norm(qk[:, H:], (hd,), layer.k_norm, self.eps),
+                    ],
+                    dim=1,
+                )
+            # rotary on q and k together: x * cos + rotate_half(x) * sin
+            rot = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)
+            qk = qk * cos + rot * sin
+            q, k = qk[:, :H], qk[:, H:]
+            keys, values = cache.write(i, k, v)
+            attn = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, is_causal=mask is None and T > 1, enable_gqa=True
+            )  # (B, H, T, hd)
+            x = x + layer.o(attn.transpose(1, 2).reshape(B, T, H * hd))
+            h = F.rms_norm(x, (x.shape[-1],), layer.ln2, self.eps)
+            gate, up = layer.gate_up(h).chunk(2, dim=-1)
+            x = x + layer.down(F.silu(gate) * up)  # a bf16 layer output promotes to x's dtype
+        cache.advance(T)
+        if not all_logits:
+            x = x[:, -1]
+        x = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
+        return self.lm_head(x).float()  # (B, vocab) or (B, T, vocab)
+
+    def _mask(self, cache: KVCache, T: int) -> torch.Tensor | None:
+        """Boolean attention mask (B, 1, T, S), or None when plain causal attention is exact."""
+        start, end = cache.pos, cache.pos + T
+        if not cache.padded and (start == 0 or T == 1):
+            return None  # no padding: plain causal prefill, or decode seeing every key
+        valid = cache.key_valid[:, :end]  # (B, S)
+        q_pos = torch.arange(start, end, device=valid.device)[:, None]  # (T, 1)
+        k_pos = torch.arange(end, device=valid.device)[None]  # (1, S)
+        causal = k_pos <= q_pos  # (T, S)
+        # A padded query would see no key at all (NaN); let every query see itself.
+        mask = causal & (valid[:, None, :] | (k_pos == q_pos))  # (B, T, S)
+        return mask[:, None]

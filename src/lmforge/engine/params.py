@@ -1,0 +1,91 @@
+"""Sampling options: the one schema for the API, the CLI flags and (later) the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from lmforge.errors import InvalidInputError
+
+
+@dataclass
+class SamplingParams:
+    """How to pick each next token and when to stop."""
+
+    max_tokens: int = field(default=256, metadata={"help": "Most new tokens to generate (>= 1)."})
+    temperature: float = field(
+        default=0.0,
+        metadata={"help": "0 means greedy (argmax); higher flattens the distribution (0..5)."},
+    )
+    top_k: int = field(
+        default=0, metadata={"help": "Keep only the k most likely tokens; 0 turns it off."}
+    )
+    top_p: float = field(
+        default=1.0,
+        metadata={
+            "help": "Keep the smallest set of tokens whose probability sums to top_p (0 < top_p <= 1)."
+        },
+    )
+    repetition_penalty: float = field(
+        default=1.0,
+        metadata={
+            "help": "> 1 discourages tokens already in the prompt or the answer (CTRL-style; 1 is off)."
+        },
+    )
+    seed: int | None = field(
+        default=None,
+        metadata={"help": "Seed for sampling; the same seed and inputs give the same tokens."},
+    )
+    stop: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Strings that end generation; the stop string itself is not returned."},
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = [s for s in self.stop if s]
+        self.validate()
+
+    def validate(self) -> SamplingParams:
+        def bad(name: str, want: str) -> InvalidInputError:
+            return InvalidInputError(
+                f"invalid {name}={getattr(self, name)!r}", f"{name} must be {want}"
+            )
+
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise bad(name, "a number")
+        if (
+            not isinstance(self.max_tokens, int)
+            or isinstance(self.max_tokens, bool)
+            or self.max_tokens < 1
+        ):
+            raise bad("max_tokens", "an integer >= 1")
+        if not 0.0 <= float(self.temperature) <= 5.0:
+            raise bad("temperature", "between 0 and 5 (0 = greedy)")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise bad("top_k", "an integer >= 0 (0 = off)")
+        if not 0.0 < float(self.top_p) <= 1.0:
+            raise bad("top_p", "in (0, 1] (1 = off)")
+        if not 0.0 < float(self.repetition_penalty) <= 10.0:
+            raise bad("repetition_penalty", "in (0, 10] (1 = off)")
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+            raise bad("seed", "a non-negative integer")
+        return self
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> SamplingParams:
+        """Build from keyword arguments, rejecting unknown names with a clear error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise InvalidInputError(
+                f"unknown sampling option(s): {', '.join(unknown)}",
+                f"use one of: {', '.join(sorted(known))}",
+            )
+        return cls(**{k: v for k, v in kwargs.items() if v is not None})
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
