@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv in the repository and install lmforge with its dev tools.
+#   bash scripts/setup.sh            # lmforge + pytest/ruff
+#   EXTRAS=bench bash scripts/setup.sh
+# PyTorch is installed first and pinned, so that pip never swaps in another build:
+# on this kind of machine `torch==2.13.0` resolves to the CPU wheel shipped on disk; on a
+# machine without it, set PIP_INDEX_URL/PIP_EXTRA_INDEX_URL to PyTorch's CPU wheel index
+# for a CPU-only box, or leave it to get the CUDA build on a GPU box.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  $PIP install --quiet "torch==${TORCH_VERSION:-2.13.0}"
+fi
+$PIP install --quiet -e ".[dev${EXTRAS:+,$EXTRAS}]"
+.venv/bin/python -c "import torch, lmforge; print('lmforge ready: torch', torch.__version__, '| cuda:', torch.cuda.is_available())"

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from lmforge import LmforgeError, Store
+
+
+def test_create_get_list_remove_round_trip(tmp_path):
+    store = Store(tmp_path)
+    with store.create("m1", step="import", config={"a": 1}) as draft:
+        draft.model_dir.mkdir()
+        (draft.model_dir / "weights.bin").write_bytes(b"\x00" * 10)
+    art = store.get("m1")
+    assert art.kind == "model" and art.step == "import" and art.parent is None
+    assert art.meta["config"] == {"a": 1}
+    assert "model/weights.bin" in art.meta["hashes"]
+    assert art.meta["versions"]["torch"]
+    assert "total_s" in art.meta["timings"]
+    with store.create("m2", step="tune", parent="m1") as draft:
+        (draft.path / "x").write_text("y")
+    assert [a.name for a in store.list()] == ["m1", "m2"]
+    assert store.get("m2").parent == "m1"
+    store.remove("m1")
+    assert [a.name for a in store.list()] == ["m2"]
+    assert not (tmp_path / "m1").exists()
+
+
+def test_failed_create_leaves_nothing(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(RuntimeError), store.create("broken", step="import") as draft:
+        (draft.path / "half.safetensors").write_bytes(b"abc")
+        raise RuntimeError("conversion died")
+    assert not store.exists("broken")
+    assert list(tmp_path.iterdir()) == []  # no temp folder left behind either
+
+
+def test_existing_name_is_refused_unless_overwrite(tmp_path):
+    store = Store(tmp_path)
+    with store.create("m", step="import") as draft:
+        (draft.path / "v").write_text("1")
+    with pytest.raises(LmforgeError, match="already exists"), store.create("m", step="import"):
+        pass
+    with store.create("m", step="import", overwrite=True) as draft:
+        (draft.path / "v").write_text("2")
+    assert (store.get("m").path / "v").read_text() == "2"
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_failed_overwrite_keeps_the_old_artifact(tmp_path):
+    store = Store(tmp_path)
+    with store.create("m", step="import") as draft:
+        (draft.path / "v").write_text("old")
+    with pytest.raises(ValueError), store.create("m", step="import", overwrite=True) as draft:
+        (draft.path / "v").write_text("new")
+        raise ValueError("boom")
+    assert (store.get("m").path / "v").read_text() == "old"
+
+
+@pytest.mark.parametrize("bad", ["", "../evil", "a/b", ".hidden", "x" * 101, "sp ace"])
+def test_bad_names_are_rejected(tmp_path, bad):
+    with pytest.raises(LmforgeError, match="invalid artifact name"):
+        Store(tmp_path).path(bad)
+
+
+def test_unknown_artifact_has_a_clear_error(tmp_path):
+    with pytest.raises(LmforgeError, match="no artifact named 'nope'.*models list"):
+        Store(tmp_path).get("nope")
+
+
+def test_default_root_follows_lmforge_home(lmforge_home):
+    assert Store().root == lmforge_home / "store"
+
+
+def test_update_meta_is_atomic_json(tmp_path):
+    store = Store(tmp_path)
+    with store.create("m", step="import") as draft:
+        (draft.path / "v").write_text("1")
+    store.update_meta("m", note="hi")
+    data = json.loads((tmp_path / "m" / "artifact.json").read_text())
+    assert data["note"] == "hi" and data["name"] == "m"
+    assert not list((tmp_path / "m").glob("*.tmp"))
