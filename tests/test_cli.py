@@ -76,36 +76,12 @@ def test_models_import_list_show_rm(tiny_model_dir, capsys):
 def test_generate_and_one_shot_chat(tiny_model_dir, capsys):
     main(["generate", str(tiny_model_dir), "--prompt", "The quick", "--max-tokens", "6"])
     assert capsys.readouterr().out.strip()
-    main(
-        [
-            "chat",
-            str(tiny_model_dir),
-            "--prompt",
-            "hello",
-            "--max-tokens",
-            "6",
-            "--seed",
-            "1",
-            "--temperature",
-            "0.8",
-        ]
-    )
+    sampled = ["chat", str(tiny_model_dir), "--prompt", "hello", "--max-tokens", "6"]
+    sampled += ["--seed", "1", "--temperature", "0.8"]
+    main(sampled)
     first = capsys.readouterr().out
-    main(
-        [
-            "chat",
-            str(tiny_model_dir),
-            "--prompt",
-            "hello",
-            "--max-tokens",
-            "6",
-            "--seed",
-            "1",
-            "--temperature",
-            "0.8",
-        ]
-    )
-    assert capsys.readouterr().out == first
+    main(sampled)
+    assert capsys.readouterr().out == first  # same seed, same answer
 
 
 def test_interactive_chat_commands(tiny_model_dir):

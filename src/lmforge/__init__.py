@@ -7,7 +7,7 @@
 Heavy modules (torch, transformers) load on first use, not on import.
 """
 
-import importlib as _importlib
+from lmforge.lazy import lazy_exports as _lazy_exports
 
 __version__ = "0.1.0"
 
@@ -23,13 +23,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> object:
-    if name in _EXPORTS:
-        return getattr(_importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'lmforge' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

@@ -3,10 +3,7 @@
 Names load lazily so that `lmforge --help` and `SamplingParams` never import torch.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from lmforge.lazy import lazy_exports as _lazy_exports
 
 _EXPORTS = {
     "Completion": "lmforge.engine.generate",
@@ -18,12 +15,7 @@ _EXPORTS = {
 }
 
 __all__ = sorted([*_EXPORTS, "make_decoder"])
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'lmforge.engine' has no attribute {name!r}")
+__getattr__, _dir = _lazy_exports(__name__, _EXPORTS)
 
 
 def make_decoder(hf_model, dtype: str = "fp32"):

@@ -143,7 +143,8 @@ def stream_batch(
     lengths = torch.tensor([len(p) for p in prompts], device=device)
 
     sampler = Sampler(params, B, decoder.vocab_size, device)
-    sampler.observe(ids.to(device).masked_fill(~mask.to(device), ids[0, -1].item()))
+    # padding must not count as seen: fill it with each row's own last prompt token
+    sampler.observe(torch.where(mask, ids, ids[:, -1:]).to(device))
     detoks = [IncrementalDetokenizer(tokenizer) for _ in range(B)]
     stops = [StopMatcher(params.stop) for _ in range(B)]
     done = [False] * B

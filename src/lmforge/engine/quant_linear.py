@@ -97,14 +97,21 @@ class Int4Linear:
         out_f, in_f = weight.shape
         if in_f % group_size:
             raise ValueError(f"in_features {in_f} is not a multiple of group_size {group_size}")
-        w = weight.detach().float().reshape(out_f, in_f // group_size, group_size)
+        # The packed kernel works on blocks of 16 output channels: pad with zero rows and
+        # slice the output back (only layers like an odd-sized vocab pay for the slice).
+        padded_out = -(-out_f // 16) * 16
+        w = weight.detach().float()
+        if padded_out != out_f:
+            w = torch.cat([w, w.new_zeros(padded_out - out_f, in_f)])
+        w = w.reshape(padded_out, in_f // group_size, group_size)
         lo, hi = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
         scale = ((hi - lo) / 15.0).clamp(min=1e-8)
-        q = torch.round((w - lo) / scale).clamp(0, 15).to(torch.int32).reshape(out_f, in_f)
+        q = torch.round((w - lo) / scale).clamp(0, 15).to(torch.int32).reshape(padded_out, in_f)
         # The kernel wants zero points stored as (lo + 8 * scale): it computes (q - 8) * s + z.
         zeros = lo + 8.0 * scale
         self.group_size = group_size
         self.out_features = out_f
+        self.packed_in_features = in_f
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)
         # (groups, out, 2): scale and zero for each group and channel
         self.scales_zeros = (
@@ -113,7 +120,6 @@ class Int4Linear:
             .contiguous()
             .to(torch.bfloat16)
         )
-        self._ref = (q, scale, lo)
         self.bias = None if bias is None else bias.detach().to(torch.bfloat16)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,14 +130,19 @@ class Int4Linear:
             self.group_size,
             self.scales_zeros,
         )
-        y = y.view(*shape[:-1], self.out_features)
+        if y.shape[-1] != self.out_features:
+            y = y[:, : self.out_features]
+        y = y.reshape(*shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
     def dequantize(self) -> torch.Tensor:
-        q, scale, lo = self._ref
-        out_f, in_f = q.shape
-        w = q.float().reshape(out_f, in_f // self.group_size, self.group_size) * scale + lo
-        return w.reshape(out_f, in_f)
+        """The weight the kernel computes with, read back through the kernel (I @ W.T)."""
+        eye = torch.eye(self.packed_in_features, dtype=torch.bfloat16)
+        bias, self.bias = self.bias, None
+        try:
+            return self(eye).float().T.contiguous()  # (out, in)
+        finally:
+            self.bias = bias
 
     @property
     def nbytes(self) -> int:
@@ -150,5 +161,7 @@ def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, dtype: str) -> 
     if dtype == "int8":
         return Int8Linear(weight, bias)
     if dtype == "int4":
+        if weight.shape[1] % 32:  # groups must tile the input; such a layer stays int8
+            return Int8Linear(weight, bias)
         return Int4Linear(weight, bias)
     raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")

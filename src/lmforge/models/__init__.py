@@ -1,9 +1,6 @@
 """Loading models: store artifacts, Hugging Face folders, GGUF files, the embedded default."""
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from lmforge.lazy import lazy_exports as _lazy_exports
 
 _EXPORTS = {
     "DEFAULT_NAME": "lmforge.models.default",
@@ -15,9 +12,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'lmforge.models' has no attribute {name!r}")
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
