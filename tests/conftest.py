@@ -88,3 +88,9 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     model.save_pretrained(folder, safe_serialization=True)
     tiny_tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def model_factory():
+    """`make_model` as a fixture (conftest modules cannot be imported by name from subfolders)."""
+    return make_model

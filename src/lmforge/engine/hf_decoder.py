@@ -19,6 +19,12 @@ class _HFCache:
         self.pos = 0
         self.padded = False
 
+    def select(self, rows: torch.Tensor) -> _HFCache:
+        """Keep rows `rows` (R,) of the batch (in place; returns self)."""
+        self.dynamic.batch_select_indices(rows)
+        self.key_valid = self.key_valid.index_select(0, rows)
+        return self
+
 
 class HFDecoder:
     """Decoder protocol over `model(...)` with a `DynamicCache`."""
@@ -39,7 +45,14 @@ class HFDecoder:
         return _HFCache(batch, max_len, self.device)
 
     @torch.inference_mode()
-    def forward(self, ids: torch.Tensor, cache: _HFCache, positions: torch.Tensor | None = None):
+    def forward(
+        self,
+        ids: torch.Tensor,
+        cache: _HFCache,
+        positions: torch.Tensor | None = None,
+        all_logits: bool = False,
+    ) -> torch.Tensor:
+        """Logits (B, vocab) for the last position, or (B, T, vocab) if all_logits."""
         B, T = ids.shape
         end = cache.pos + T
         if positions is None:
@@ -50,7 +63,7 @@ class HFDecoder:
             position_ids=positions,
             past_key_values=cache.dynamic,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=0 if all_logits else 1,
         )
         cache.pos = end
-        return out.logits[:, -1].float()
+        return out.logits.float() if all_logits else out.logits[:, -1].float()

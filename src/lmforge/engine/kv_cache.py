@@ -42,6 +42,15 @@ class KVCache:
         self.v[layer][:, :, self.pos : end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
+    def select(self, rows: torch.Tensor) -> KVCache:
+        """A new cache holding rows `rows` (R,) of this one, e.g. one context per choice."""
+        out = KVCache.__new__(KVCache)
+        out.k = [t.index_select(0, rows) for t in self.k]
+        out.v = [t.index_select(0, rows) for t in self.v]
+        out.key_valid = self.key_valid.index_select(0, rows)
+        out.max_len, out.pos, out.padded = self.max_len, self.pos, self.padded
+        return out
+
     def advance(self, n: int) -> None:
         self.pos += n
 

@@ -1,0 +1,311 @@
+"""`lmforge eval`: score a model on a suite and write `evals/<suite>.json` into its artifact."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import InvalidInputError
+from lmforge.evaluate.task import Item, Task, build_items, load_task
+
+FAMILIES = ("accuracy", "calibration", "robustness", "fairness", "bias", "efficiency")
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how; stored verbatim in the result file."""
+
+    suite: str = field(
+        default="core",
+        metadata={"help": "Bundled suite (core, bias), a task YAML or a folder of them."},
+    )
+    limit: int | None = field(default=None, metadata={"help": "At most this many items per task."})
+    metrics: list[str] | None = field(
+        default=None, metadata={"help": "Metric families (default: the tasks')."}
+    )
+    batch_size: int = field(
+        default=16, metadata={"help": "Requests scored together (results do not depend on it)."}
+    )
+    chat_template: bool = field(
+        default=False, metadata={"help": "Wrap each prompt in the model's chat template."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed for perturbations and bootstrap intervals."}
+    )
+    dtype: str = field(default="fp32", metadata={"help": "Weight type for inference."})
+
+
+def suite_tasks(suite: str, seed: int = 0) -> list[Task]:
+    """The tasks of a bundled suite, a task YAML, or every YAML in a folder."""
+    path = Path(suite)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return [load_task(path)]
+    if path.is_dir():
+        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+        if not files:
+            raise InvalidInputError(f"no task YAML files in {path}", "put *.yaml task files there")
+        return [load_task(f) for f in files]
+    from lmforge.evaluate.suites import load_suite
+
+    rows = load_suite(suite)
+    if suite == "bias":
+        return [
+            Task(
+                name="bias",
+                kind="loglikelihood",
+                target="anti_stereotype",
+                docs=rows,
+                metrics=["bias"],
+                source="suite:bias",
+            )
+        ]
+    tasks: dict[str, list[dict]] = {}
+    for row in rows:
+        tasks.setdefault(row["task"], []).append(row)
+    prompt = (
+        "{% if format == 'qa' %}Question: {{ question }}\nAnswer:"
+        "{% elif format == 'fill' %}Fill in the blank: {{ question }}\nAnswer:"
+        "{% else %}{{ question }}{% endif %}"
+    )
+    return [
+        Task(
+            name=name,
+            kind="multiple_choice",
+            prompt=prompt,
+            choices="choices",
+            target="target",
+            docs=docs,
+            metrics=["accuracy", "calibration", "robustness", "fairness", "efficiency"],
+            source=f"suite:{suite}/{name}",
+        )
+        for name, docs in tasks.items()
+    ]
+
+
+class Evaluator:
+    """Runs tasks on one model with one scorer, producing per-item records."""
+
+    def __init__(self, model, config: EvalConfig):
+        from lmforge.evaluate.scorer import Scorer
+
+        self.model = model
+        self.config = config
+        self.scorer = Scorer(model.decoder, model.tokenizer, batch_size=config.batch_size)
+
+    def wrap(self, context: str) -> str:
+        """The exact text scored: the prompt alone, or inside the chat template."""
+        if not self.config.chat_template:
+            return context
+        tok = self.model.tokenizer
+        return tok.apply_chat_template(
+            [{"role": "user", "content": context}], tokenize=False, add_generation_prompt=True
+        )
+
+    def variants(self, item: Item, families: set[str]) -> dict[str, str]:
+        """The item's context under each perturbation / counterfactual asked for."""
+        out = {"original": item.context}
+        if "robustness" in families:
+            from lmforge.evaluate.perturb import PERTURBATIONS, perturb
+
+            for name in PERTURBATIONS:
+                out[name] = perturb(item.context, name, self.config.seed)
+        if "fairness" in families:
+            from lmforge.evaluate.counterfactual import counterfactuals
+
+            for axis, text in counterfactuals(item.context).items():
+                out[axis] = text
+        return out
+
+    def score_multiple_choice(
+        self, task: Task, items: list[Item], families: set[str], progress
+    ) -> list[dict]:
+        requests, keys = [], []
+        for item in items:
+            for variant, context in self.variants(item, families).items():
+                ctx = self.wrap(context)
+                requests.append((ctx, [task.target_delimiter + c for c in item.choices]))
+                keys.append((item, variant, ctx))
+        start = time.perf_counter()
+        scores = self.scorer.score(requests, progress=progress)
+        per_request = (time.perf_counter() - start) / max(len(requests), 1)
+        records = []
+        for (item, variant, ctx), conts in zip(keys, scores, strict=True):
+            raw = [c.logprob for c in conts]
+            norm = [
+                c.logprob / max(len(ch.encode()), 1)
+                for c, ch in zip(conts, item.choices, strict=True)
+            ]
+            pred, pred_norm = _argmax(raw), _argmax(norm)
+            records.append(
+                {
+                    "task": task.name,
+                    "item": item.id,
+                    "variant": variant,
+                    "prompt": ctx,
+                    "choices": item.choices,
+                    "target": item.target,
+                    "scores": raw,
+                    "scores_norm": norm,
+                    "pred": pred,
+                    "pred_norm": pred_norm,
+                    "correct": pred == item.target,
+                    "correct_norm": pred_norm == item.target,
+                    "latency_s": per_request,
+                    "tokens": sum(c.tokens for c in conts),
+                }
+            )
+        return records
+
+    def score_bias(self, task: Task, rows: list[dict], progress) -> list[dict]:
+        requests = [("", [r["stereotype"], r["anti_stereotype"]]) for r in rows]
+        scores = self.scorer.score(requests, progress=progress)
+        return [
+            {
+                "task": task.name,
+                "item": str(r.get("id", n)),
+                "category": r.get("category", "all"),
+                "stereotype_score": s[0].logprob,
+                "anti_score": s[1].logprob,
+            }
+            for n, (r, s) in enumerate(zip(rows, scores, strict=True))
+        ]
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=values.__getitem__)
+
+
+def evaluate(model, config: EvalConfig) -> dict[str, Any]:
+    """Score `model` on `config.suite`; return the result document (records and aggregates)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from lmforge.evaluate.metrics import METRICS, compute_all
+    from lmforge.evaluate.metrics.efficiency import EnergyMeter, peak_memory_mb
+    from lmforge.store import versions
+
+    if config.metrics:
+        unknown = sorted(set(config.metrics) - set(METRICS))
+        if unknown:
+            raise InvalidInputError(
+                f"unknown metric(s): {', '.join(unknown)}",
+                f"use any of: {', '.join(sorted(METRICS))}",
+            )
+    tasks = suite_tasks(config.suite, config.seed)
+    evaluator = Evaluator(model, config)
+    results: dict[str, Any] = {}
+    all_records: list[dict] = []
+    started = time.perf_counter()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with EnergyMeter() as energy, Progress(*columns, transient=True) as bar:
+        for task in tasks:
+            families = set(config.metrics or task.metrics)
+            t0 = time.perf_counter()
+            if task.name == "bias" and task.kind == "loglikelihood":
+                rows = task.docs[: config.limit] if config.limit else task.docs
+                handle = bar.add_task(f"{task.name}", total=len(rows))
+                records = evaluator.score_bias(task, rows, lambda n, h=handle: bar.advance(h, n))
+                families = {"bias"}
+            elif task.kind == "multiple_choice":
+                items = build_items(task)
+                items = items[: config.limit] if config.limit else items
+                n_req = sum(len(evaluator.variants(i, families)) for i in items)
+                handle = bar.add_task(f"{task.name}", total=n_req)
+                records = evaluator.score_multiple_choice(
+                    task, items, families, lambda n, h=handle: bar.advance(h, n)
+                )
+            else:
+                raise InvalidInputError(
+                    f"{task.source}: kind {task.kind!r} is not scored yet",
+                    "use a multiple_choice task",
+                )
+            wall = time.perf_counter() - t0
+            names = [f for f in FAMILIES if f in families and f in METRICS]
+            options = {"accuracy": {"seed": config.seed}, "efficiency": {"wall_s": wall}}
+            results[task.name] = compute_all(
+                records, names, {k: v for k, v in options.items() if k in names}
+            )
+            all_records.extend(records)
+    doc = {
+        "suite": config.suite,
+        "model": {
+            "name": model.name,
+            "dtype": model.dtype,
+            "artifact": getattr(model.artifact, "name", None),
+        },
+        "config": asdict(config),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "wall_s": round(time.perf_counter() - started, 3),
+        "peak_memory_mb": peak_memory_mb(),
+        "energy": energy.result,
+        "tasks": results,
+        "summary": summarise(results),
+        "records": all_records,
+    }
+    return doc
+
+
+def summarise(results: dict[str, dict]) -> dict[str, float]:
+    """Mean of the headline figure of each family across tasks (items-weighted where known)."""
+    picks = {
+        "acc": ("accuracy", "acc"),
+        "acc_norm": ("accuracy", "acc_norm"),
+        "ece": ("calibration", "ece"),
+        "worst_case_acc": ("robustness", "worst_case_acc"),
+        "flip_rate": ("fairness", "flip_rate"),
+        "stereotype_rate": ("bias", "stereotype_rate"),
+        "items_per_s": ("efficiency", "items_per_s"),
+    }
+    out = {}
+    for name, (family, key) in picks.items():
+        values = [
+            r[family][key]
+            for r in results.values()
+            if family in r and isinstance(r[family].get(key), int | float)
+        ]
+        values = [v for v in values if not math.isnan(v)]
+        if values:
+            out[name] = round(sum(values) / len(values), 4)
+    return out
+
+
+def write_result(doc: dict[str, Any], path: Path) -> Path:
+    """Write the result JSON atomically (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    with tmp.open("w") as f:
+        json.dump(doc, f, indent=1, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def result_path(model, suite: str, out: str | Path | None = None) -> Path:
+    """evals/<suite>.json inside the model's artifact, or `out`."""
+    if out:
+        return Path(out)
+    name = Path(suite).stem if Path(suite).suffix else Path(suite).name
+    if model.artifact is None:
+        raise InvalidInputError(
+            "the model is not a store artifact, so there is no evals/ folder to write to",
+            "pass --out FILE, or import it first: lmforge models import PATH --name NAME",
+        )
+    return model.artifact.path / "evals" / f"{name}.json"

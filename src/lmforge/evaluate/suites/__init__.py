@@ -1,0 +1,17 @@
+"""Evaluation suites that ship with lmforge, written by the project from facts or by code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lmforge.errors import InvalidInputError
+from lmforge.evaluate.suites import bias, core
+
+SUITES: dict[str, Callable[[], list]] = {"core": core.build, "bias": bias.build}
+
+
+def load_suite(name: str) -> list[dict]:
+    """The items of the bundled suite called `name` (see SUITES)."""
+    if name not in SUITES:
+        raise InvalidInputError(f"unknown suite {name!r}", f"use one of: {', '.join(SUITES)}")
+    return SUITES[name]()

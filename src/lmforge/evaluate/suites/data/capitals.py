@@ -1,0 +1,85 @@
+"""Countries and their capital cities."""
+
+# (country, capital). Left out on purpose: countries whose capital is disputed, split between
+# cities or moving (e.g. Bolivia, the Netherlands, South Africa, Indonesia), and names that
+# contain another name in the table (Niger/Nigeria, Sudan/South Sudan), so that a question
+# names exactly one row.
+CAPITALS: tuple[tuple[str, str], ...] = (
+    ("France", "Paris"),
+    ("Germany", "Berlin"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Portugal", "Lisbon"),
+    ("United Kingdom", "London"),
+    ("Ireland", "Dublin"),
+    ("Belgium", "Brussels"),
+    ("Austria", "Vienna"),
+    ("Poland", "Warsaw"),
+    ("Czechia", "Prague"),
+    ("Hungary", "Budapest"),
+    ("Greece", "Athens"),
+    ("Sweden", "Stockholm"),
+    ("Norway", "Oslo"),
+    ("Denmark", "Copenhagen"),
+    ("Finland", "Helsinki"),
+    ("Iceland", "Reykjavik"),
+    ("Russia", "Moscow"),
+    ("Ukraine", "Kyiv"),
+    ("Romania", "Bucharest"),
+    ("Bulgaria", "Sofia"),
+    ("Serbia", "Belgrade"),
+    ("Croatia", "Zagreb"),
+    ("Slovakia", "Bratislava"),
+    ("Slovenia", "Ljubljana"),
+    ("Estonia", "Tallinn"),
+    ("Latvia", "Riga"),
+    ("Lithuania", "Vilnius"),
+    ("Turkey", "Ankara"),
+    ("Egypt", "Cairo"),
+    ("Kenya", "Nairobi"),
+    ("Ethiopia", "Addis Ababa"),
+    ("Nigeria", "Abuja"),
+    ("Ghana", "Accra"),
+    ("Morocco", "Rabat"),
+    ("Senegal", "Dakar"),
+    ("Tunisia", "Tunis"),
+    ("Algeria", "Algiers"),
+    ("Japan", "Tokyo"),
+    ("China", "Beijing"),
+    ("South Korea", "Seoul"),
+    ("India", "New Delhi"),
+    ("Pakistan", "Islamabad"),
+    ("Bangladesh", "Dhaka"),
+    ("Thailand", "Bangkok"),
+    ("Vietnam", "Hanoi"),
+    ("Philippines", "Manila"),
+    ("Iran", "Tehran"),
+    ("Iraq", "Baghdad"),
+    ("Saudi Arabia", "Riyadh"),
+    ("Afghanistan", "Kabul"),
+    ("Nepal", "Kathmandu"),
+    ("Mongolia", "Ulaanbaatar"),
+    ("Australia", "Canberra"),
+    ("New Zealand", "Wellington"),
+    ("Canada", "Ottawa"),
+    ("United States", "Washington, D.C."),
+    ("Mexico", "Mexico City"),
+    ("Cuba", "Havana"),
+    ("Jamaica", "Kingston"),
+    ("Argentina", "Buenos Aires"),
+    ("Chile", "Santiago"),
+    ("Peru", "Lima"),
+    ("Colombia", "Bogota"),
+    ("Venezuela", "Caracas"),
+    ("Ecuador", "Quito"),
+    ("Uruguay", "Montevideo"),
+    ("Brazil", "Brasilia"),
+)
+
+# Countries whose English name takes "the" in running text.
+TAKES_THE: frozenset[str] = frozenset({"United Kingdom", "United States", "Philippines"})
+
+
+def in_text(country: str) -> str:
+    """The country's name as it reads inside a sentence ("the United Kingdom", "France")."""
+    return f"the {country}" if country in TAKES_THE else country
