@@ -111,6 +111,70 @@ def _stream_out(deltas, stats: bool) -> None:
         click.echo(f"[ttft {1e3 * (first - start):.0f} ms, {rate}]", err=True)
 
 
+@cli.command("eval")
+@click.argument("models", nargs=-1, required=True)
+@click.option(
+    "--suite",
+    default="core",
+    show_default=True,
+    help="Bundled suite (core, bias), a task YAML or a folder.",
+)
+@click.option("--limit", type=int, help="At most this many items per task.")
+@click.option("--metrics", help="Comma-separated metric families (default: the tasks' own).")
+@click.option(
+    "--batch-size", type=int, default=16, show_default=True, help="Requests scored together."
+)
+@click.option(
+    "--chat-template", is_flag=True, help="Wrap each prompt in the model's chat template."
+)
+@click.option(
+    "--dtype", type=DTYPE, default="fp32", show_default=True, help="Weight type for inference."
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for perturbations and intervals."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Result JSON path (default: the artifact's evals/).",
+)
+@click.option(
+    "--html", type=click.Path(dir_okay=False), help="compare: write an HTML page with plots here."
+)
+def eval_cmd(models, suite, limit, metrics, batch_size, chat_template, dtype, seed, out, html):
+    """Evaluate MODEL on a suite; or `lmforge eval compare A B ...` to set results side by side.
+
+    Writes evals/<suite>.json into the model's artifact (per-item records with the exact
+    prompts, aggregates per task and metric family, versions, seed) and prints a table.
+    """
+    from lmforge.evaluate import report
+
+    if models[0] == "compare":
+        docs = report.load_results(models[1:], suite)
+        report.print_compare(docs)
+        if html:
+            click.echo(f"wrote {report.write_html(docs, html)}")
+        return
+    if len(models) != 1:
+        raise click.UsageError("give one MODEL, or `compare A B ...`")
+    from lmforge.evaluate.runner import EvalConfig, evaluate, result_path, write_result
+
+    config = EvalConfig(
+        suite=suite,
+        limit=limit,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+        batch_size=batch_size,
+        chat_template=chat_template,
+        seed=seed,
+        dtype=dtype,
+    )
+    model = _load(models[0], dtype)
+    target = result_path(model, suite, out)  # fail before the work if there is nowhere to write
+    doc = evaluate(model, config)
+    report.print_result(doc)
+    click.echo(f"wrote {write_result(doc, target)}")
+
+
 @cli.group()
 def models() -> None:
     """List, inspect, import and remove models in the store."""

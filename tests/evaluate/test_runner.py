@@ -1,0 +1,91 @@
+import json
+
+import pytest
+
+import lmforge
+from lmforge import LmforgeError
+from lmforge.cli import main
+from lmforge.evaluate.runner import EvalConfig, evaluate, result_path, suite_tasks, write_result
+
+
+@pytest.fixture
+def tiny_artifact(tiny_model_dir):
+    lmforge.import_model(tiny_model_dir, "tiny")
+    return lmforge.load("tiny")
+
+
+def test_core_suite_end_to_end_records_and_families(tiny_artifact):
+    doc = evaluate(tiny_artifact, EvalConfig(suite="core", limit=3, batch_size=4))
+    assert set(doc["tasks"]) == {t.name for t in suite_tasks("core")}
+    caps = doc["tasks"]["capitals"]
+    assert set(caps) == {"accuracy", "calibration", "robustness", "fairness", "efficiency"}
+    assert caps["accuracy"]["n"] == 3 and 0.0 <= caps["accuracy"]["acc"] <= 1.0
+    originals = [
+        r for r in doc["records"] if r["variant"] == "original" and r["task"] == "capitals"
+    ]
+    assert len(originals) == 3
+    first = originals[0]
+    assert first["prompt"].startswith("Question: ") or first["prompt"]  # the exact text scored
+    assert first["pred"] == max(range(4), key=first["scores"].__getitem__)
+    assert first["correct"] == (first["pred"] == first["target"])
+    variants = {r["variant"] for r in doc["records"]}
+    assert {"typos", "distractor", "uppercase"} <= variants
+    assert doc["energy"]["method"] in ("rapl", "nvml", "estimated")
+    assert doc["config"]["seed"] == 0 and doc["versions"]["torch"]
+
+
+def test_bias_suite(tiny_artifact):
+    doc = evaluate(tiny_artifact, EvalConfig(suite="bias", limit=10))
+    bias = doc["tasks"]["bias"]["bias"]
+    assert bias["n"] == 10 and 0.0 <= bias["stereotype_rate"] <= 1.0
+
+
+def test_chat_template_is_recorded_in_prompts(tiny_artifact):
+    doc = evaluate(
+        tiny_artifact, EvalConfig(suite="core", limit=1, metrics=["accuracy"], chat_template=True)
+    )
+    assert all(r["prompt"].startswith("<|im_start|>user\n") for r in doc["records"])
+    assert doc["config"]["chat_template"] is True
+
+
+def test_unknown_metric_fails_before_work(tiny_artifact):
+    with pytest.raises(LmforgeError, match="unknown metric"):
+        evaluate(tiny_artifact, EvalConfig(metrics=["accuracy", "vibes"]))
+
+
+def test_result_written_atomically_into_the_artifact(tiny_artifact):
+    doc = evaluate(tiny_artifact, EvalConfig(suite="core", limit=1, metrics=["accuracy"]))
+    path = write_result(doc, result_path(tiny_artifact, "core"))
+    assert path == tiny_artifact.artifact.path / "evals" / "core.json"
+    assert json.loads(path.read_text())["summary"]["acc"] == doc["summary"]["acc"]
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_a_plain_folder_needs_out(tiny_model_dir):
+    with pytest.raises(LmforgeError, match="--out"):
+        result_path(lmforge.load(str(tiny_model_dir)), "core")
+
+
+def test_cli_eval_and_compare_html(tiny_model_dir, tmp_path, capsys):
+    lmforge.import_model(tiny_model_dir, "a")
+    lmforge.import_model(tiny_model_dir, "b")
+    for name in ("a", "b"):
+        main(["eval", name, "--suite", "core", "--limit", "2", "--metrics", "accuracy,calibration"])
+    assert "wrote" in capsys.readouterr().out
+    page = tmp_path / "cmp.html"
+    main(["eval", "compare", "a", "b", "--html", str(page)])
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") == 3 and "<th>a</th>" in html
+
+
+def test_cli_eval_task_yaml(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "d.jsonl").write_text(
+        '{"q": "Is fire hot?", "a": 0}\n{"q": "Is ice hot?", "a": 1}\n'
+    )
+    (tmp_path / "t.yaml").write_text(
+        "name: yesno\nkind: multiple_choice\ndata: {path: d.jsonl}\nprompt: '{{ q }}'\n"
+        "choices: \"['yes', 'no']\"\ntarget: a\n"
+    )
+    out = tmp_path / "r.json"
+    main(["eval", str(tiny_model_dir), "--suite", str(tmp_path / "t.yaml"), "--out", str(out)])
+    assert json.loads(out.read_text())["tasks"]["yesno"]["accuracy"]["n"] == 2
