@@ -141,7 +141,12 @@ def _stream_out(deltas, stats: bool) -> None:
 @click.option(
     "--html", type=click.Path(dir_okay=False), help="compare: write an HTML page with plots here."
 )
-def eval_cmd(models, suite, limit, metrics, batch_size, chat_template, dtype, seed, out, html):
+@click.option(
+    "--endpoint", help="OpenAI-compatible base URL; MODEL is then the served model's name."
+)
+def eval_cmd(
+    models, suite, limit, metrics, batch_size, chat_template, dtype, seed, out, html, endpoint
+):
     """Evaluate MODEL on a suite; or `lmforge eval compare A B ...` to set results side by side.
 
     Writes evals/<suite>.json into the model's artifact (per-item records with the exact
@@ -167,8 +172,15 @@ def eval_cmd(models, suite, limit, metrics, batch_size, chat_template, dtype, se
         chat_template=chat_template,
         seed=seed,
         dtype=dtype,
+        endpoint=endpoint,
+        endpoint_model=models[0],
     )
-    model = _load(models[0], dtype)
+    if endpoint:
+        if not out:
+            raise click.UsageError("with --endpoint, give --out FILE for the result")
+        model = None  # generate tasks go to the endpoint; nothing loads here
+    else:
+        model = _load(models[0], dtype)
     target = result_path(model, suite, out)  # fail before the work if there is nowhere to write
     doc = evaluate(model, config)
     report.print_result(doc)

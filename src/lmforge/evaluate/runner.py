@@ -39,6 +39,12 @@ class EvalConfig:
         default=0, metadata={"help": "Seed for perturbations and bootstrap intervals."}
     )
     dtype: str = field(default="fp32", metadata={"help": "Weight type for inference."})
+    endpoint: str | None = field(
+        default=None, metadata={"help": "OpenAI-compatible base URL: run generate tasks there."}
+    )
+    endpoint_model: str = field(
+        default="default", metadata={"help": "Model name sent to the endpoint."}
+    )
 
 
 def suite_tasks(suite: str, seed: int = 0) -> list[Task]:
@@ -96,7 +102,16 @@ class Evaluator:
 
         self.model = model
         self.config = config
-        self.scorer = Scorer(model.decoder, model.tokenizer, batch_size=config.batch_size)
+        self.scorer = (
+            None
+            if model is None
+            else Scorer(model.decoder, model.tokenizer, batch_size=config.batch_size)
+        )
+        self.endpoint = None
+        if config.endpoint:
+            from lmforge.evaluate.endpoint import EndpointGenerator
+
+            self.endpoint = EndpointGenerator(config.endpoint, model=config.endpoint_model)
 
     def wrap(self, context: str) -> str:
         """The exact text scored: the prompt alone, or inside the chat template."""
@@ -162,6 +177,53 @@ class Evaluator:
             )
         return records
 
+    def score_generate(
+        self, task: Task, items: list[Item], families: set[str], progress
+    ) -> list[dict]:
+        """Greedy generation per item (native engine in batches, or the endpoint), then match."""
+        from lmforge.evaluate.matching import match
+
+        keys = [
+            (item, variant, self.wrap(ctx))
+            for item in items
+            for variant, ctx in self.variants(item, families).items()
+        ]
+        outputs: list[tuple[str, float, int]] = []
+        if self.endpoint is not None:
+            for _, _, prompt in keys:
+                outputs.append(self.endpoint.complete(prompt, task.max_tokens, task.stop))
+                progress(1)
+        else:
+            bs = self.config.batch_size
+            for start in range(0, len(keys), bs):
+                chunk = [
+                    self.model.tokenizer.encode(p, add_special_tokens=False)
+                    for _, _, p in keys[start : start + bs]
+                ]
+                t0 = time.perf_counter()
+                done = self.model.complete(chunk, max_tokens=task.max_tokens, stop=task.stop)
+                each = (time.perf_counter() - t0) / len(chunk)
+                outputs.extend((c.text, each, c.completion_tokens) for c in done)
+                progress(len(chunk))
+        records = []
+        for (item, variant, prompt), (text, took, tokens) in zip(keys, outputs, strict=True):
+            score = match(task.match, text.strip(), str(item.target))
+            records.append(
+                {
+                    "task": task.name,
+                    "item": item.id,
+                    "variant": variant,
+                    "prompt": prompt,
+                    "output": text,
+                    "target": item.target,
+                    "score": score,
+                    "correct": score >= 0.5 if task.match == "f1" else bool(score),
+                    "latency_s": took,
+                    "tokens": tokens,
+                }
+            )
+        return records
+
     def score_bias(self, task: Task, rows: list[dict], progress) -> list[dict]:
         requests = [("", [r["stereotype"], r["anti_stereotype"]]) for r in rows]
         scores = self.scorer.score(requests, progress=progress)
@@ -222,6 +284,19 @@ def evaluate(model, config: EvalConfig) -> dict[str, Any]:
                 handle = bar.add_task(f"{task.name}", total=len(rows))
                 records = evaluator.score_bias(task, rows, lambda n, h=handle: bar.advance(h, n))
                 families = {"bias"}
+            elif task.kind == "generate":
+                items = build_items(task)
+                items = items[: config.limit] if config.limit else items
+                n_req = sum(len(evaluator.variants(i, families)) for i in items)
+                handle = bar.add_task(f"{task.name}", total=n_req)
+                records = evaluator.score_generate(
+                    task, items, families, lambda n, h=handle: bar.advance(h, n)
+                )
+            elif evaluator.scorer is None:
+                raise InvalidInputError(
+                    f"{task.source}: a {task.kind} task needs log-likelihoods, which an endpoint does not give",
+                    "run it on a local model, or use generate tasks with --endpoint",
+                )
             elif task.kind == "multiple_choice":
                 items = build_items(task)
                 items = items[: config.limit] if config.limit else items
@@ -245,9 +320,10 @@ def evaluate(model, config: EvalConfig) -> dict[str, Any]:
     doc = {
         "suite": config.suite,
         "model": {
-            "name": model.name,
-            "dtype": model.dtype,
-            "artifact": getattr(model.artifact, "name", None),
+            "name": getattr(model, "name", None) or config.endpoint_model,
+            "dtype": getattr(model, "dtype", None),
+            "artifact": getattr(getattr(model, "artifact", None), "name", None),
+            "endpoint": config.endpoint,
         },
         "config": asdict(config),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -303,7 +379,7 @@ def result_path(model, suite: str, out: str | Path | None = None) -> Path:
     if out:
         return Path(out)
     name = Path(suite).stem if Path(suite).suffix else Path(suite).name
-    if model.artifact is None:
+    if getattr(model, "artifact", None) is None:
         raise InvalidInputError(
             "the model is not a store artifact, so there is no evals/ folder to write to",
             "pass --out FILE, or import it first: lmforge models import PATH --name NAME",
