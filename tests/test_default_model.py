@@ -53,3 +53,13 @@ def test_readme_one_shot_command(home):
     )
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout
+
+
+def test_core_suite_is_well_above_chance(home):
+    """The whole bundled core suite (four choices each, so chance is 0.25)."""
+    from lmforge.evaluate.runner import EvalConfig, evaluate
+
+    doc = evaluate(lmforge.load(), EvalConfig(suite="core", metrics=["accuracy"]))
+    n = sum(t["accuracy"]["n"] for t in doc["tasks"].values())
+    assert n > 400
+    assert doc["summary"]["acc"] > 0.45, doc["summary"]

@@ -89,3 +89,30 @@ def test_cli_eval_task_yaml(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "r.json"
     main(["eval", str(tiny_model_dir), "--suite", str(tmp_path / "t.yaml"), "--out", str(out)])
     assert json.loads(out.read_text())["tasks"]["yesno"]["accuracy"]["n"] == 2
+
+
+def test_loglikelihood_and_perplexity_tasks(tiny_model_dir, tmp_path):
+    import math
+
+    import torch
+
+    model = lmforge.load(str(tiny_model_dir))
+    rows = [{"text": "The quick brown fox jumps over the lazy dog.", "next": "fox"}]
+    (tmp_path / "d.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (tmp_path / "ppl.yaml").write_text(
+        "name: ppl\nkind: perplexity\ndata: {path: d.jsonl}\nprompt: '{{ text }}'\n"
+    )
+    (tmp_path / "ll.yaml").write_text(
+        "name: ll\nkind: loglikelihood\ndata: {path: d.jsonl}\nprompt: 'The quick brown'\ntarget: next\n"
+    )
+    doc = evaluate(model, EvalConfig(suite=str(tmp_path)))
+    ppl = doc["tasks"]["ppl"]["perplexity"]
+    ids = model.tokenizer.encode(rows[0]["text"], add_special_tokens=False)
+    with torch.no_grad():
+        full = torch.tensor([[model.tokenizer.bos_token_id, *ids]])
+        logp = (
+            model.hf_model(full).logits.log_softmax(-1)[0, :-1].gather(1, full[0, 1:, None]).sum()
+        )
+    assert ppl["token_perplexity"] == pytest.approx(math.exp(-float(logp) / len(ids)), rel=1e-4)
+    [ll] = [r for r in doc["records"] if r["task"] == "ll"]
+    assert ll["tokens"] >= 1 and ll["logprob"] < 0 and isinstance(ll["correct"], bool)

@@ -14,7 +14,16 @@ from typing import Any
 from lmforge.errors import InvalidInputError
 from lmforge.evaluate.task import Item, Task, build_items, load_task
 
-FAMILIES = ("accuracy", "calibration", "robustness", "fairness", "bias", "efficiency")
+FAMILIES = (
+    "accuracy",
+    "calibration",
+    "robustness",
+    "fairness",
+    "bias",
+    "toxicity",
+    "perplexity",
+    "efficiency",
+)
 
 
 @dataclass
@@ -224,6 +233,61 @@ class Evaluator:
             )
         return records
 
+    def score_loglikelihood(self, task: Task, items: list[Item], progress) -> list[dict]:
+        """log p(target | prompt) per item; `correct` means greedy decoding yields the target."""
+        requests = [(self.wrap(i.context), [task.target_delimiter + str(i.target)]) for i in items]
+        start = time.perf_counter()
+        scores = self.scorer.score(requests, progress=progress)
+        each = (time.perf_counter() - start) / max(len(items), 1)
+        return [
+            {
+                "task": task.name,
+                "item": item.id,
+                "variant": "original",
+                "prompt": ctx,
+                "target": item.target,
+                "logprob": s.logprob,
+                "tokens": s.tokens,
+                "correct": s.greedy,
+                "latency_s": each,
+            }
+            for item, (ctx, _), [s] in zip(items, requests, scores, strict=True)
+        ]
+
+    def score_perplexity(self, task: Task, items: list[Item], progress) -> list[dict]:
+        """Rolling log-likelihood of each text in windows of the model's context."""
+        tok, window = self.model.tokenizer, self.scorer.decoder.max_positions - 1
+        start_ids = self.scorer.start_ids
+        records = []
+        for item in items:
+            ids = tok.encode(item.context, add_special_tokens=False)
+            if not ids:
+                raise InvalidInputError(
+                    f"{task.source}: item {item.id} has no text", "remove empty rows"
+                )
+            # the first window predicts from BOS; each later one keeps half a window of context
+            requests, begin, keep = [(start_ids, [ids[:window]])], window, window // 2
+            while begin < len(ids):
+                stride = window - keep
+                requests.append((ids[begin - keep : begin], [ids[begin : begin + stride]]))
+                begin += stride
+            t0 = time.perf_counter()
+            scores = self.scorer.score_ids(requests)
+            records.append(
+                {
+                    "task": task.name,
+                    "item": item.id,
+                    "variant": "original",
+                    "logprob": sum(s[0].logprob for s in scores),
+                    "tokens": len(ids),
+                    "bytes": len(item.context.encode()),
+                    "words": len(item.context.split()),
+                    "latency_s": time.perf_counter() - t0,
+                }
+            )
+            progress(1)
+        return records
+
     def score_bias(self, task: Task, rows: list[dict], progress) -> list[dict]:
         requests = [("", [r["stereotype"], r["anti_stereotype"]]) for r in rows]
         scores = self.scorer.score(requests, progress=progress)
@@ -297,6 +361,19 @@ def evaluate(model, config: EvalConfig) -> dict[str, Any]:
                     f"{task.source}: a {task.kind} task needs log-likelihoods, which an endpoint does not give",
                     "run it on a local model, or use generate tasks with --endpoint",
                 )
+            elif task.kind in ("loglikelihood", "perplexity"):
+                items = build_items(task)
+                items = items[: config.limit] if config.limit else items
+                handle = bar.add_task(f"{task.name}", total=len(items))
+                step = (
+                    evaluator.score_loglikelihood
+                    if task.kind == "loglikelihood"
+                    else evaluator.score_perplexity
+                )
+                records = step(task, items, lambda n, h=handle: bar.advance(h, n))
+                families = (families - {"calibration", "robustness", "fairness"}) | (
+                    {"perplexity"} if task.kind == "perplexity" else set()
+                )
             elif task.kind == "multiple_choice":
                 items = build_items(task)
                 items = items[: config.limit] if config.limit else items
@@ -304,11 +381,6 @@ def evaluate(model, config: EvalConfig) -> dict[str, Any]:
                 handle = bar.add_task(f"{task.name}", total=n_req)
                 records = evaluator.score_multiple_choice(
                     task, items, families, lambda n, h=handle: bar.advance(h, n)
-                )
-            else:
-                raise InvalidInputError(
-                    f"{task.source}: kind {task.kind!r} is not scored yet",
-                    "use a multiple_choice task",
                 )
             wall = time.perf_counter() - t0
             names = [f for f in FAMILIES if f in families and f in METRICS]

@@ -193,9 +193,8 @@ def _env():
 def _compile(template: str, where: str):
     import jinja2
 
-    text = template if "{" in template else "{{ " + template + " }}"  # a bare field name
     try:
-        return _env().from_string(text)
+        return _env().from_string(template)
     except jinja2.TemplateSyntaxError as e:
         raise InvalidInputError(
             f"{where}: template error at line {e.lineno}: {e.message}", "fix the template"
@@ -203,8 +202,11 @@ def _compile(template: str, where: str):
 
 
 def render(template: str, row: dict, where: str) -> str:
+    """A field's value if `template` names one, else the rendered Jinja2 template."""
     import jinja2
 
+    if template in row:
+        return str(row[template])
     try:
         return _compile(template, where).render(**row)
     except jinja2.UndefinedError as e:
@@ -239,8 +241,14 @@ class Item:
 
 
 def _choices_and_target(task: Task, row: dict, where: str) -> tuple[list[str], int | str]:
+    if task.kind == "perplexity":
+        return [], ""
     choices = []
     if task.choices:
+        if task.choices.isidentifier() and task.choices not in row:
+            raise InvalidInputError(
+                f"{where}: field {task.choices!r} (the choices) is missing", "add it to every row"
+            )
         raw = row.get(task.choices) if task.choices in row else render(task.choices, row, where)
         choices = (
             [str(c) for c in raw] if isinstance(raw, list | tuple) else _as_list(str(raw), where)

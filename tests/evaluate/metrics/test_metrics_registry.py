@@ -9,7 +9,10 @@ import pytest
 from lmforge.errors import InvalidInputError
 from lmforge.evaluate.metrics import METRICS, compute_all, get_metric, register
 
-FAMILIES = ["accuracy", "bias", "calibration", "efficiency", "fairness", "robustness"]
+FAMILIES = sorted(
+    ["accuracy", "bias", "calibration", "efficiency", "fairness", "perplexity", "robustness"]
+    + (["toxicity"] if "toxicity" in METRICS else [])
+)
 
 
 def mixed_records(mc) -> list[dict]:

@@ -10,7 +10,9 @@ from lmforge.evaluate.metrics import (  # noqa: F401  (imported to register each
     calibration,
     efficiency,
     fairness,
+    perplexity,
     robustness,
+    toxicity,
 )
 from lmforge.evaluate.metrics.registry import METRICS, compute_all, get_metric, register
 
