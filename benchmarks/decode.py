@@ -38,11 +38,28 @@ Runner = Callable[[], list[float]]
 """One generation of n tokens; returns [start time, time of token 1, ..., time of token n]."""
 
 HF, LLAMA = "hf_generate_fp32", "llama_cpp_q4_1"
-ENGINES = ["lmforge_fp32", "lmforge_bf16", "lmforge_int8", "lmforge_int4", HF, LLAMA]
-RATIOS = [("lmforge_fp32", HF), ("lmforge_bf16", HF), ("lmforge_int8", LLAMA), ("lmforge_int8", HF)]
+ENGINES = [
+    "lmforge_fp32",
+    "lmforge_bf16",
+    "lmforge_int8",
+    "lmforge_int4",
+    "lmforge_fp32_compiled",
+    "lmforge_int8_compiled",
+    HF,
+    LLAMA,
+]
+RATIOS = [
+    ("lmforge_fp32", HF),
+    ("lmforge_fp32_compiled", HF),
+    ("lmforge_bf16", HF),
+    ("lmforge_int8", LLAMA),
+    ("lmforge_int8_compiled", LLAMA),
+    ("lmforge_int8", HF),
+]
 TARGETS = {
     "fp32_vs_generate": ("lmforge_fp32", HF, 2.0),
     "int8_vs_llama_cpp": ("lmforge_int8", LLAMA, 1.0),
+    "int8_compiled_vs_llama_cpp": ("lmforge_int8_compiled", LLAMA, 1.0),
 }
 PROMPT = "Explain how a refrigerator keeps food cold, step by step."
 INSTALL_HINT = "pip install 'lmforge[bench]'"
@@ -108,8 +125,11 @@ def llama_cpp_runner(prompt: list[int], n: int) -> Runner:
 def make_runner(engine: str, base: Model, prompt: list[int], n: int) -> Runner:
     """Load one engine; `base` is the fp32 model, shared where an engine can use it."""
     if engine.startswith("lmforge_"):
-        dtype = engine.removeprefix("lmforge_")
-        model = base if dtype == base.dtype else lmforge.load(None, dtype=dtype)
+        dtype = engine.removeprefix("lmforge_").removesuffix("_compiled")
+        if engine.endswith("_compiled"):  # compiles during the warm-up run
+            model = lmforge.load(None, dtype=dtype, compile=True)
+        else:
+            model = base if dtype == base.dtype else lmforge.load(None, dtype=dtype)
         return lmforge_runner(model, prompt, n)
     if engine == HF:
         return hf_generate_runner(base.hf_model, prompt, n)

@@ -42,10 +42,10 @@ def _sampling(kwargs: dict) -> dict:
     return out
 
 
-def _load(model: str | None, dtype: str):
+def _load(model: str | None, dtype: str, compile: bool = False):
     from lmforge.models.loader import load
 
-    return load(model, dtype=dtype)
+    return load(model, dtype=dtype, compile=compile)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,9 +62,15 @@ def cli(debug: bool) -> None:
 )
 @click.option("--prompt", "-p", help="Ask one question, print the answer and exit.")
 @click.option("--system", "-s", help="System prompt for the conversation.")
+@click.option(
+    "--compile",
+    "compile_",
+    is_flag=True,
+    help="Compile the decode step (fp32/int8; ~1 min once, then faster).",
+)
 @click.option("--stats", is_flag=True, help="Print tokens/s and time to first token to stderr.")
 @sampling_options
-def chat(model, dtype, prompt, system, stats, **kwargs):
+def chat(model, dtype, prompt, system, stats, compile_, **kwargs):
     """Chat with MODEL (a store name or a path; default: the embedded SmolLM2-135M-Instruct).
 
     In the interactive chat: /reset clears the conversation, /system TEXT sets the system
@@ -73,7 +79,7 @@ def chat(model, dtype, prompt, system, stats, **kwargs):
     from lmforge.chat import ChatSession
 
     sampling = _sampling(kwargs)
-    session = ChatSession(_load(model, dtype), system=system, sampling=sampling)
+    session = ChatSession(_load(model, dtype, compile_), system=system, sampling=sampling)
     if prompt is not None:
         _stream_out(session.send(prompt), stats)
         return
@@ -86,12 +92,18 @@ def chat(model, dtype, prompt, system, stats, **kwargs):
 @click.option(
     "--dtype", type=DTYPE, default="fp32", show_default=True, help="Weight type for inference."
 )
+@click.option(
+    "--compile",
+    "compile_",
+    is_flag=True,
+    help="Compile the decode step (fp32/int8; ~1 min once, then faster).",
+)
 @click.option("--stats", is_flag=True, help="Print tokens/s and time to first token to stderr.")
 @sampling_options
-def generate(model, prompt, dtype, stats, **kwargs):
+def generate(model, prompt, dtype, stats, compile_, **kwargs):
     """Raw completion of --prompt by MODEL (no chat template), streamed to stdout."""
     sampling = _sampling(kwargs)
-    m = _load(model, dtype)
+    m = _load(model, dtype, compile_)
     _stream_out(m.stream(prompt, **sampling), stats)
 
 

@@ -48,7 +48,7 @@ class _Layer:
 class NativeDecoder:
     """Prefill/decode for one model at one weight dtype ("fp32", "bf16", "int8", "int4")."""
 
-    def __init__(self, hf_model, dtype: str = "fp32"):
+    def __init__(self, hf_model, dtype: str = "fp32", compile: bool = False):
         cfg = hf_model.config
         if not supports(cfg):
             raise ValueError(f"native engine does not support model_type {cfg.model_type!r}")
@@ -93,6 +93,11 @@ class NativeDecoder:
         self.lm_head = make_linear(hf_model.get_output_embeddings().weight, None, dtype)
         self._rotary = base.rotary_emb
         self._cos = self._sin = torch.empty(0, self.head_dim)
+        self._step = None
+        if compile:
+            from lmforge.engine.compiled import compile_step
+
+            self._step = compile_step(self)  # compiles on its first call
 
     # -- rotary tables -------------------------------------------------------------------
     def _rope_table(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,6 +137,8 @@ class NativeDecoder:
         None means cache.pos .. cache.pos + T for every row.
         """
         B, T = ids.shape
+        if self._step is not None and B == T == 1 and not all_logits and not cache.padded:
+            return self._step(ids, cache)
         H, KV, hd = self.n_heads, self.n_kv_heads, self.head_dim
         start = cache.pos
         cos_t, sin_t = self._rope_table(start + T)

@@ -114,6 +114,7 @@ def plots(docs: list[dict[str, Any]]) -> dict[str, str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     out = {}
     for key, xlabel, getter in (
@@ -126,6 +127,8 @@ def plots(docs: list[dict[str, Any]]) -> dict[str, str]:
             if x is not None and y is not None:
                 ax.scatter([x], [y], s=60)
                 ax.annotate(d["label"], (x, y), textcoords="offset points", xytext=(5, 5))
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.ticklabel_format(axis="x", useOffset=False, style="plain")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)

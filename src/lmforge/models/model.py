@@ -59,7 +59,15 @@ class Model:
         self.dtype = check_dtype(dtype)
         self.name = name or getattr(hf_model.config, "_name_or_path", "model")
         self.artifact = artifact
-        self.decoder = make_decoder(hf_model, self.dtype)
+        if compile and self.dtype not in ("fp32", "int8"):
+            raise InvalidInputError(
+                f"--compile supports fp32 and int8, not {self.dtype}",
+                "drop --compile or change --dtype",
+            )
+        try:
+            self.decoder = make_decoder(hf_model, self.dtype, compile=compile)
+        except ValueError as e:
+            raise InvalidInputError(str(e), "drop --compile") from e
         self.eos_ids = self._eos_ids()
 
     def __repr__(self) -> str:
