@@ -146,3 +146,8 @@ def test_gguf_artifact_name_is_stable(tmp_path):
     f.write_bytes(b"GGUF")
     assert gguf_artifact_name(f) == gguf_artifact_name(f)
     assert gguf_artifact_name(f).startswith("my-model.q4-")
+
+
+def test_compile_is_refused_for_dtypes_it_does_not_cover(tiny_model_dir):
+    with pytest.raises(LmforgeError, match="--compile supports fp32 and int8, not int4"):
+        lmforge.load(str(tiny_model_dir), dtype="int4", compile=True)

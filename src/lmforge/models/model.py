@@ -52,7 +52,13 @@ class Model:
     """A causal LM ready to generate. Build it with `lmforge.load`."""
 
     def __init__(
-        self, hf_model, tokenizer, dtype: str = "fp32", name: str | None = None, artifact=None
+        self,
+        hf_model,
+        tokenizer,
+        dtype: str = "fp32",
+        name: str | None = None,
+        artifact=None,
+        compile: bool = False,
     ):
         self.hf_model = hf_model
         self.tokenizer = tokenizer
