@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from importlib import metadata
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from common import summary, write_json  # benchmarks/common.py (the script folder is on sys.path)
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -136,11 +135,6 @@ def make_runner(engine: str, base: Model, prompt: list[int], n: int) -> Runner:
     return llama_cpp_runner(prompt, n)
 
 
-def summary(values: list[float]) -> dict:
-    r = [round(v, 2) for v in values]
-    return {"median": round(statistics.median(values), 2), "min": min(r), "max": max(r), "runs": r}
-
-
 def machine_info() -> dict:
     with open("/proc/cpuinfo") as f:
         cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
@@ -154,14 +148,6 @@ def machine_info() -> dict:
         "transformers": transformers.__version__,
         "llama_cpp": metadata.version("llama-cpp-python") if has_llama else None,
     }
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: a temp file beside the target, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def measure(runners: dict[str, Runner], repeats: int, n: int) -> dict[str, dict]:

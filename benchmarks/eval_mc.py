@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import transformers
 import yaml
+from common import summary, write_json  # benchmarks/common.py (the script folder is on sys.path)
 from rich.console import Console
 from rich.table import Table
 
@@ -268,11 +269,6 @@ def agreement(items: list[Item], ours: dict, theirs: dict, lm, tokenizer) -> dic
 # -- report -------------------------------------------------------------------------------
 
 
-def summary(values: list[float]) -> dict:
-    r = [round(v, 2) for v in values]
-    return {"median": round(statistics.median(values), 2), "min": min(r), "max": max(r), "runs": r}
-
-
 def machine_info() -> dict:
     with open("/proc/cpuinfo") as f:
         cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
@@ -286,14 +282,6 @@ def machine_info() -> dict:
         "lm_eval": metadata.version("lm-eval"),
         "datasets": metadata.version("datasets"),
     }
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: a temp file beside the target, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def measure(

@@ -29,6 +29,23 @@ def sampling_options(command):
     return command
 
 
+def inference_options(command):
+    """--dtype, --compile, --stats and the sampling flags, shared by chat and generate."""
+    command = sampling_options(command)
+    command = click.option(
+        "--stats", is_flag=True, help="Print tokens/s and time to first token to stderr."
+    )(command)
+    command = click.option(
+        "--compile",
+        "compile_",
+        is_flag=True,
+        help="Compile the decode step (fp32/int8; ~1 min once, then faster).",
+    )(command)
+    return click.option(
+        "--dtype", type=DTYPE, default="fp32", show_default=True, help="Weight type for inference."
+    )(command)
+
+
 def _sampling(kwargs: dict) -> dict:
     """Pop the sampling flags out of a command's kwargs (None = use the default)."""
     out = {}
@@ -57,19 +74,9 @@ def cli(debug: bool) -> None:
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option(
-    "--dtype", type=DTYPE, default="fp32", show_default=True, help="Weight type for inference."
-)
 @click.option("--prompt", "-p", help="Ask one question, print the answer and exit.")
 @click.option("--system", "-s", help="System prompt for the conversation.")
-@click.option(
-    "--compile",
-    "compile_",
-    is_flag=True,
-    help="Compile the decode step (fp32/int8; ~1 min once, then faster).",
-)
-@click.option("--stats", is_flag=True, help="Print tokens/s and time to first token to stderr.")
-@sampling_options
+@inference_options
 def chat(model, dtype, prompt, system, stats, compile_, **kwargs):
     """Chat with MODEL (a store name or a path; default: the embedded SmolLM2-135M-Instruct).
 
@@ -89,17 +96,7 @@ def chat(model, dtype, prompt, system, stats, compile_, **kwargs):
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--prompt", "-p", required=True, help="Text to continue.")
-@click.option(
-    "--dtype", type=DTYPE, default="fp32", show_default=True, help="Weight type for inference."
-)
-@click.option(
-    "--compile",
-    "compile_",
-    is_flag=True,
-    help="Compile the decode step (fp32/int8; ~1 min once, then faster).",
-)
-@click.option("--stats", is_flag=True, help="Print tokens/s and time to first token to stderr.")
-@sampling_options
+@inference_options
 def generate(model, prompt, dtype, stats, compile_, **kwargs):
     """Raw completion of --prompt by MODEL (no chat template), streamed to stdout."""
     sampling = _sampling(kwargs)

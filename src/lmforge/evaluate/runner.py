@@ -8,6 +8,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -344,44 +345,35 @@ def evaluate(model, config: EvalConfig) -> dict[str, Any]:
             families = set(config.metrics or task.metrics)
             t0 = time.perf_counter()
             if task.name == "bias" and task.kind == "loglikelihood":
-                rows = task.docs[: config.limit] if config.limit else task.docs
-                handle = bar.add_task(f"{task.name}", total=len(rows))
-                records = evaluator.score_bias(task, rows, lambda n, h=handle: bar.advance(h, n))
-                families = {"bias"}
-            elif task.kind == "generate":
-                items = build_items(task)
-                items = items[: config.limit] if config.limit else items
-                n_req = sum(len(evaluator.variants(i, families)) for i in items)
-                handle = bar.add_task(f"{task.name}", total=n_req)
-                records = evaluator.score_generate(
-                    task, items, families, lambda n, h=handle: bar.advance(h, n)
-                )
-            elif evaluator.scorer is None:
-                raise InvalidInputError(
-                    f"{task.source}: a {task.kind} task needs log-likelihoods, which an endpoint does not give",
-                    "run it on a local model, or use generate tasks with --endpoint",
-                )
-            elif task.kind in ("loglikelihood", "perplexity"):
-                items = build_items(task)
-                items = items[: config.limit] if config.limit else items
-                handle = bar.add_task(f"{task.name}", total=len(items))
-                step = (
-                    evaluator.score_loglikelihood
-                    if task.kind == "loglikelihood"
-                    else evaluator.score_perplexity
-                )
-                records = step(task, items, lambda n, h=handle: bar.advance(h, n))
-                families = (families - {"calibration", "robustness", "fairness"}) | (
-                    {"perplexity"} if task.kind == "perplexity" else set()
-                )
-            elif task.kind == "multiple_choice":
-                items = build_items(task)
-                items = items[: config.limit] if config.limit else items
-                n_req = sum(len(evaluator.variants(i, families)) for i in items)
-                handle = bar.add_task(f"{task.name}", total=n_req)
-                records = evaluator.score_multiple_choice(
-                    task, items, families, lambda n, h=handle: bar.advance(h, n)
-                )
+                units, score, families = task.docs, evaluator.score_bias, {"bias"}
+            else:
+                if task.kind != "generate" and evaluator.scorer is None:
+                    raise InvalidInputError(
+                        f"{task.source}: a {task.kind} task needs log-likelihoods, which an endpoint does not give",
+                        "run it on a local model, or use generate tasks with --endpoint",
+                    )
+                units = build_items(task)
+                if task.kind in ("loglikelihood", "perplexity"):
+                    families = (families - {"calibration", "robustness", "fairness"}) | (
+                        {"perplexity"} if task.kind == "perplexity" else set()
+                    )
+                    step = {
+                        "loglikelihood": evaluator.score_loglikelihood,
+                        "perplexity": evaluator.score_perplexity,
+                    }
+                    score = step[task.kind]
+                else:
+                    step = {
+                        "generate": evaluator.score_generate,
+                        "multiple_choice": evaluator.score_multiple_choice,
+                    }
+                    score = partial(step[task.kind], families=families)
+            units = units[: config.limit] if config.limit else units
+            total = len(units)
+            if task.kind in ("generate", "multiple_choice"):
+                total = sum(len(evaluator.variants(u, families)) for u in units)
+            handle = bar.add_task(task.name, total=total)
+            records = score(task, units, progress=lambda n, h=handle: bar.advance(h, n))
             wall = time.perf_counter() - t0
             names = [f for f in FAMILIES if f in families and f in METRICS]
             options = {"accuracy": {"seed": config.seed}, "efficiency": {"wall_s": wall}}
