@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
-import platform
 import time
 from collections.abc import Callable, Iterator
 from importlib import metadata
@@ -21,6 +19,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from common import machine_info as common_machine_info
 from common import summary, write_json  # benchmarks/common.py (the script folder is on sys.path)
 from rich.console import Console
 from rich.progress import Progress
@@ -136,18 +135,10 @@ def make_runner(engine: str, base: Model, prompt: list[int], n: int) -> Runner:
 
 
 def machine_info() -> dict:
-    with open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
     has_llama = importlib.util.find_spec("llama_cpp") is not None
-    return {
-        "cpu": cpu or platform.processor(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "llama_cpp": metadata.version("llama-cpp-python") if has_llama else None,
-    }
+    return common_machine_info(
+        llama_cpp=metadata.version("llama-cpp-python") if has_llama else None
+    )
 
 
 def measure(runners: dict[str, Runner], repeats: int, n: int) -> dict[str, dict]:

@@ -24,7 +24,6 @@ import importlib.util
 import json
 import logging
 import math
-import platform
 import statistics
 import tempfile
 import time
@@ -32,9 +31,8 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-import torch
-import transformers
 import yaml
+from common import machine_info as common_machine_info
 from common import summary, write_json  # benchmarks/common.py (the script folder is on sys.path)
 from rich.console import Console
 from rich.table import Table
@@ -270,18 +268,9 @@ def agreement(items: list[Item], ours: dict, theirs: dict, lm, tokenizer) -> dic
 
 
 def machine_info() -> dict:
-    with open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
-    return {
-        "cpu": cpu or platform.processor(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "lm_eval": metadata.version("lm-eval"),
-        "datasets": metadata.version("datasets"),
-    }
+    return common_machine_info(
+        lm_eval=metadata.version("lm-eval"), datasets=metadata.version("datasets")
+    )
 
 
 def measure(

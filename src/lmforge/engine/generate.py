@@ -96,15 +96,26 @@ class StopMatcher:
         return out
 
 
-def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids (B, T) left-padded, and mask (B, T) True on real tokens."""
+def start_batch(decoder: Decoder, prompts: list[list[int]], room: int):
+    """Left-pad `prompts` and open a cache for them plus `room` more positions.
+
+    Returns ids (B, T), the cache (padding marked in `key_valid`) and the rotary positions
+    (B, T) that make every row start at 0, or None when no row is padded.
+    """
     width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
     mask = torch.zeros(len(prompts), width, dtype=torch.bool)
     for row, p in enumerate(prompts):
         ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
         mask[row, width - len(p) :] = True
-    return ids, mask
+    device = decoder.device
+    cache = decoder.new_cache(len(prompts), width + room)
+    positions = None
+    if not bool(mask.all()):
+        cache.key_valid[:, :width] = mask.to(device)
+        cache.padded = True
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0).to(device)
+    return ids.to(device), cache, positions
 
 
 def stream_batch(
@@ -132,24 +143,20 @@ def stream_batch(
         )
     max_new = min(params.max_tokens, decoder.max_positions - width)
     device = decoder.device
-    ids, mask = _left_pad(prompts, pad_id=0)
-    cache = decoder.new_cache(B, width + max_new)
-    padded = not bool(mask.all())
-    positions = None
-    if padded:
-        cache.key_valid[:, :width] = mask.to(device)
-        cache.padded = True
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0).to(device)  # (B, T)
+    ids, cache, positions = start_batch(decoder, prompts, max_new)
+    padded = positions is not None
     lengths = torch.tensor([len(p) for p in prompts], device=device)
 
     sampler = Sampler(params, B, decoder.vocab_size, device)
     # padding must not count as seen: fill it with each row's own last prompt token
-    sampler.observe(torch.where(mask, ids, ids[:, -1:]).to(device))
+    sampler.observe(
+        ids if not padded else torch.where(cache.key_valid[:, : ids.shape[1]], ids, ids[:, -1:])
+    )
     detoks = [IncrementalDetokenizer(tokenizer) for _ in range(B)]
     stops = [StopMatcher(params.stop) for _ in range(B)]
     done = [False] * B
 
-    logits = decoder.forward(ids.to(device), cache, positions)  # (B, vocab)
+    logits = decoder.forward(ids, cache, positions)  # (B, vocab)
     for step in range(max_new):
         next_tokens = sampler(logits)  # (B,)
         tokens = next_tokens.tolist()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lmforge.engine.generate import start_batch
 from lmforge.errors import InvalidInputError
 
 
@@ -106,21 +107,9 @@ class Scorer:
         self, requests: list[tuple[list[int], list[list[int]]]]
     ) -> list[list[ContinuationScore]]:
         dec, device = self.decoder, self.decoder.device
-        B = len(requests)
-        width = max(len(ctx) for ctx, _ in requests)
-        ids = torch.zeros(B, width, dtype=torch.long)
-        mask = torch.zeros(B, width, dtype=torch.bool)
-        for row, (ctx, _) in enumerate(requests):
-            ids[row, width - len(ctx) :] = torch.tensor(ctx)
-            mask[row, width - len(ctx) :] = True
         cont_width = max((len(c) for _, conts in requests for c in conts), default=1)
-        cache = dec.new_cache(B, width + cont_width)
-        positions = None
-        if not bool(mask.all()):
-            cache.key_valid[:, :width] = mask.to(device)
-            cache.padded = True
-            positions = (mask.long().cumsum(-1) - 1).clamp(min=0).to(device)  # (B, T)
-        last = dec.forward(ids.to(device), cache, positions).log_softmax(-1)  # (B, vocab)
+        ids, cache, positions = start_batch(dec, [ctx for ctx, _ in requests], cont_width)
+        last = dec.forward(ids, cache, positions).log_softmax(-1)  # (B, vocab)
 
         # one row per continuation, each starting from its request's context cache
         rows, conts, ctx_len = [], [], []
@@ -132,14 +121,15 @@ class Scorer:
         if not conts:
             return [[] for _ in requests]
         R = len(conts)
-        cache = cache.select(torch.tensor(rows, device=device))
+        row_index = torch.tensor(rows, device=device)  # (R,) the request of each continuation
+        cache = cache.select(row_index)
         # feed every continuation token but the last (each predicts the next one)
         feed = torch.zeros(R, max(cont_width - 1, 1), dtype=torch.long)
         for r, c in enumerate(conts):
             feed[r, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
         first = torch.tensor([c[0] for c in conts], device=device)
-        first_lp = last[torch.tensor(rows, device=device), first]  # (R,)
-        first_greedy = last.argmax(-1)[torch.tensor(rows, device=device)] == first
+        first_lp = last[row_index, first]  # (R,)
+        first_greedy = last.argmax(-1)[row_index] == first
         if cont_width > 1:
             pos = torch.tensor(ctx_len)[:, None] + torch.arange(feed.shape[1])[None]  # (R, Lc)
             logp = dec.forward(feed.to(device), cache, pos.to(device), all_logits=True).log_softmax(
