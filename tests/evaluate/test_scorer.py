@@ -78,3 +78,40 @@ def test_trailing_space_moves_to_the_continuation(tiny_tokenizer):
     ctx, cont = split_encode(tiny_tokenizer, "The capital of France is ", "Paris")
     assert tiny_tokenizer.decode(ctx) == "The capital of France is"
     assert tiny_tokenizer.decode(cont) == " Paris"
+
+
+SHARED = [  # contexts that extend each other; choices that extend each other
+    ("The capital of France", [" is Paris", " is Par", " is"]),
+    ("The capital of France is", [" Paris", " Paris, France", " Rome"]),
+    ("The capital of France is", [" Paris"]),
+    ("The capital of Spain is", [" Madrid", " Madrid!"]),
+]
+
+
+@pytest.mark.parametrize("max_tokens", [1, 12, 1024])
+def test_prefix_tree_scores_equal_full_sequence(tiny, max_tokens):
+    """Shared prefixes, duplicate requests and splitting by max_tokens change nothing."""
+    model, tok = tiny
+    scorer = Scorer(make_decoder(model), tok, batch_size=16, max_tokens=max_tokens)
+    for (context, conts), got in zip(SHARED, scorer.score(SHARED), strict=True):
+        for cont, s in zip(conts, got, strict=True):
+            assert s.logprob == pytest.approx(
+                full_forward_logprob(model, tok, context, cont), abs=1e-4
+            )
+
+
+def test_prefix_tree_counts_new_nodes_exactly(tiny_tokenizer):
+    from lmforge.evaluate.scorer import _Tree
+
+    tree = _Tree()
+    for context, conts in SHARED:
+        pairs = [split_encode(tiny_tokenizer, context, c) for c in conts]
+        ctx, cs = pairs[0][0], [p[1] for p in pairs]
+        expected = tree.new_nodes(ctx, cs)
+        before = tree.size
+        tree.add(ctx, cs)
+        assert tree.size - before == expected
+    assert tree.new_nodes(ctx, cs) == 0  # the same request again adds nothing
+    mask = tree.mask()[0, 0]
+    for n, p in enumerate(tree.parent):  # a node sees exactly its parent's view and itself
+        assert mask[n, n] and (p < 0 or (mask[n] & ~mask[p]).sum() == 1)

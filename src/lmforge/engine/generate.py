@@ -28,7 +28,13 @@ class Decoder(Protocol):
     def new_cache(self, batch: int, max_len: int): ...
 
     def forward(
-        self, ids: torch.Tensor, cache, positions: torch.Tensor | None = None
+        self,
+        ids: torch.Tensor,
+        cache,
+        positions: torch.Tensor | None = None,
+        all_logits: bool = False,
+        attn_mask: torch.Tensor | None = None,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
 

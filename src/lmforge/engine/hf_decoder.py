@@ -51,19 +51,33 @@ class HFDecoder:
         cache: _HFCache,
         positions: torch.Tensor | None = None,
         all_logits: bool = False,
+        attn_mask: torch.Tensor | None = None,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits (B, vocab) for the last position, or (B, T, vocab) if all_logits."""
+        """Logits (B, vocab) for the last position, or (B, T, vocab) if all_logits.
+
+        `attn_mask` (B, 1, T, pos + T), boolean, replaces the causal/padding mask;
+        `logits_at` (K,) picks the positions that get logits: (B, K, vocab).
+        """
         B, T = ids.shape
         end = cache.pos + T
         if positions is None:
             positions = torch.arange(cache.pos, end, device=ids.device).expand(B, T)
+        if attn_mask is None:
+            mask = cache.key_valid[:, :end].long()
+        else:  # a 4D mask goes to attention as is: additive, so every implementation reads it
+            dtype = next(self.model.parameters()).dtype
+            mask = torch.zeros(attn_mask.shape, dtype=dtype, device=ids.device)
+            mask.masked_fill_(~attn_mask, torch.finfo(dtype).min)
         out = self.model(
             input_ids=ids,
-            attention_mask=cache.key_valid[:, :end].long(),
+            attention_mask=mask,
             position_ids=positions,
             past_key_values=cache.dynamic,
             use_cache=True,
-            logits_to_keep=0 if all_logits else 1,
+            logits_to_keep=logits_at if logits_at is not None else 0 if all_logits else 1,
         )
         cache.pos = end
-        return out.logits.float() if all_logits else out.logits[:, -1].float()
+        if logits_at is not None or all_logits:
+            return out.logits.float()
+        return out.logits[:, -1].float()

@@ -130,14 +130,25 @@ class NativeDecoder:
         cache: KVCache,
         positions: torch.Tensor | None = None,
         all_logits: bool = False,
+        attn_mask: torch.Tensor | None = None,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run ids (B, T) from `cache.pos`; return logits (B, vocab), or (B, T, vocab) if all_logits.
 
         `positions` (B, T) gives each token's rotary position (left-padded rows start later);
-        None means cache.pos .. cache.pos + T for every row.
+        None means cache.pos .. cache.pos + T for every row. `attn_mask` (B, 1, T, pos + T),
+        boolean, replaces the causal/padding mask (True: may attend). `logits_at` (K,) picks
+        the positions that go through the LM head: logits (B, K, vocab).
         """
         B, T = ids.shape
-        if self._step is not None and B == T == 1 and not all_logits and not cache.padded:
+        if (
+            self._step is not None
+            and B == T == 1
+            and not all_logits
+            and not cache.padded
+            and attn_mask is None
+            and logits_at is None
+        ):
             return self._step(ids, cache)
         H, KV, hd = self.n_heads, self.n_kv_heads, self.head_dim
         start = cache.pos
@@ -147,7 +158,7 @@ class NativeDecoder:
             cos, sin = cos[None, None], sin[None, None]  # (1, 1, T, hd)
         else:
             cos, sin = cos_t[positions][:, None], sin_t[positions][:, None]  # (B, 1, T, hd)
-        mask = self._mask(cache, T)
+        mask = attn_mask if attn_mask is not None else self._mask(cache, T)
         half = hd // 2
 
         x = F.embedding(ids, self.embed)  # (B, T, D)
@@ -178,7 +189,9 @@ class NativeDecoder:
             gate, up = layer.gate_up(h).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)  # a bf16 layer output promotes to x's dtype
         cache.advance(T)
-        if not all_logits:
+        if logits_at is not None:
+            x = x[:, logits_at]
+        elif not all_logits:
             x = x[:, -1]
         x = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
         return self.lm_head(x).float()  # (B, vocab) or (B, T, vocab)

@@ -2,9 +2,11 @@
 
 For each request (a context and its continuations) we want log p(continuation | context).
 The context is run once and its KV cache is reused for every continuation: contexts of a
-batch are prefilled together (left-padded), then each cache row is copied once per
-continuation and all continuations run as one right-padded batch. Only the positions that
-predict continuation tokens go through the LM head. Results do not depend on batch size or
+batch are prefilled together (left-padded); then the continuation tokens of the whole batch,
+with prefixes shared between choices computed once, run as one packed sequence under a
+tree attention mask (each token sees its own context and its own earlier tokens), so no
+padding is computed there. Only the positions that predict continuation tokens go through
+the LM head. Results do not depend on batch size or
 request order beyond float rounding: batches are formed from length-sorted requests and
 every row sees exactly its own tokens (padding is masked out of attention).
 """
@@ -16,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 
-from lmforge.engine.generate import start_batch
 from lmforge.errors import InvalidInputError
 
 
@@ -51,14 +52,29 @@ def split_encode(tokenizer, context: str, continuation: str) -> tuple[list[int],
 
 
 class Scorer:
-    """Scores continuations with a decoder (native or `transformers`) and its tokenizer."""
+    """Scores continuations with a decoder (native or `transformers`) and its tokenizer.
 
-    def __init__(self, decoder, tokenizer, batch_size: int = 16, start_ids: Sequence[int] = ()):
-        if batch_size < 1:
-            raise InvalidInputError(f"invalid batch_size={batch_size}", "use a batch size >= 1")
+    A batch holds at most `batch_size` requests and, unless one request alone is larger,
+    at most `max_tokens` tree nodes (attention over a packed batch is quadratic in it).
+    """
+
+    def __init__(
+        self,
+        decoder,
+        tokenizer,
+        batch_size: int = 16,
+        start_ids: Sequence[int] = (),
+        max_tokens: int = 1024,
+    ):
+        if batch_size < 1 or max_tokens < 1:
+            raise InvalidInputError(
+                f"invalid batch_size={batch_size} or max_tokens={max_tokens}",
+                "use values >= 1",
+            )
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.max_tokens = max_tokens
         # An empty context still needs one token to predict from (BOS or EOS, as lm-eval does).
         self.start_ids = list(start_ids) or [tokenizer.bos_token_id or tokenizer.eos_token_id or 0]
 
@@ -83,65 +99,123 @@ class Scorer:
         """Like `score`, on token ids: [(context_ids, [continuation_ids, ...]), ...]."""
         max_pos = self.decoder.max_positions
         for ctx, conts in requests:
+            if not ctx:
+                raise InvalidInputError("empty context ids", "give at least one context token")
             longest = len(ctx) + max((len(c) for c in conts), default=0)
             if longest > max_pos:
                 raise InvalidInputError(
                     f"a request of {longest} tokens exceeds the model's context of {max_pos}",
                     "shorten the prompt or use fewer few-shot examples",
                 )
-        # longest contexts first: similar lengths share a batch, so little padding
-        order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]))
+        # sorted by tokens: requests that share a prompt prefix land in the same tree
+        order = sorted(range(len(requests)), key=lambda i: requests[i][0])
         results: list[list[ContinuationScore]] = [[] for _ in requests]
-        for start in range(0, len(order), self.batch_size):
-            batch = [order[i] for i in range(start, min(start + self.batch_size, len(order)))]
-            for idx, scores in zip(
-                batch, self._score_batch([requests[i] for i in batch]), strict=True
-            ):
+        batch: list[int] = []
+        tree = _Tree()
+        for i in order + [None]:
+            if i is not None and not batch:
+                batch.append(i)
+                tree.add(*requests[i])
+                continue
+            if i is not None and len(batch) < self.batch_size:
+                if tree.size + tree.new_nodes(*requests[i]) <= self.max_tokens:
+                    batch.append(i)
+                    tree.add(*requests[i])
+                    continue
+            for idx, scores in zip(batch, self._score_tree(tree), strict=True):
                 results[idx] = scores
             if progress:
                 progress(len(batch))
+            batch, tree = [], _Tree()
+            if i is not None:
+                batch.append(i)
+                tree.add(*requests[i])
         return results
 
     @torch.inference_mode()
-    def _score_batch(
-        self, requests: list[tuple[list[int], list[list[int]]]]
-    ) -> list[list[ContinuationScore]]:
+    def _score_tree(self, tree: _Tree) -> list[list[ContinuationScore]]:
         dec, device = self.decoder, self.decoder.device
-        cont_width = max((len(c) for _, conts in requests for c in conts), default=1)
-        ids, cache, positions = start_batch(dec, [ctx for ctx, _ in requests], cont_width)
-        last = dec.forward(ids, cache, positions).log_softmax(-1)  # (B, vocab)
-
-        # one row per continuation, each starting from its request's context cache
-        rows, conts, ctx_len = [], [], []
-        for row, (ctx, cs) in enumerate(requests):
-            for c in cs:
-                rows.append(row)
-                conts.append(c)
-                ctx_len.append(len(ctx))
-        if not conts:
-            return [[] for _ in requests]
-        R = len(conts)
-        row_index = torch.tensor(rows, device=device)  # (R,) the request of each continuation
-        cache = cache.select(row_index)
-        # feed every continuation token but the last (each predicts the next one)
-        feed = torch.zeros(R, max(cont_width - 1, 1), dtype=torch.long)
-        for r, c in enumerate(conts):
-            feed[r, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
-        first = torch.tensor([c[0] for c in conts], device=device)
-        first_lp = last[row_index, first]  # (R,)
-        first_greedy = last.argmax(-1)[row_index] == first
-        if cont_width > 1:
-            pos = torch.tensor(ctx_len)[:, None] + torch.arange(feed.shape[1])[None]  # (R, Lc)
-            logp = dec.forward(feed.to(device), cache, pos.to(device), all_logits=True).log_softmax(
-                -1
-            )
-        out: list[list[ContinuationScore]] = [[] for _ in requests]
-        for r, c in enumerate(conts):
-            lp, greedy = float(first_lp[r]), bool(first_greedy[r])
-            if len(c) > 1:
-                target = torch.tensor(c[1:], device=device)
-                steps = logp[r, : len(c) - 1]  # (len(c) - 1, vocab)
-                lp += float(steps.gather(1, target[:, None]).sum())
-                greedy = greedy and bool((steps.argmax(-1) == target).all())
-            out[rows[r]].append(ContinuationScore(lp, len(c), greedy))
+        cache = dec.new_cache(1, tree.size)
+        at = sorted({n for path in tree.paths for nodes in path for n in nodes})
+        logits = dec.forward(
+            torch.tensor([tree.tokens], device=device),
+            cache,
+            torch.tensor([tree.depth], device=device),
+            attn_mask=tree.mask().to(device),
+            logits_at=torch.tensor(at, device=device),
+        )[0]  # (K, vocab), row j for node at[j]
+        row_of = {n: j for j, n in enumerate(at)}
+        norm, best = logits.logsumexp(-1), logits.argmax(-1)
+        out = []
+        for conts, paths in zip(tree.continuations, tree.paths, strict=True):
+            scores = []
+            for c, nodes in zip(conts, paths, strict=True):
+                rows = torch.tensor([row_of[n] for n in nodes], device=device)
+                target = torch.tensor(c, device=device)
+                lp = float((logits[rows, target] - norm[rows]).sum())
+                greedy = bool((best[rows] == target).all())
+                scores.append(ContinuationScore(lp, len(c), greedy))
+            out.append(scores)
         return out
+
+
+class _Tree:
+    """Requests as a prefix tree: one node per distinct token prefix, parents first."""
+
+    def __init__(self) -> None:
+        self.child: dict[tuple[int, int], int] = {}  # (parent node or -1, token) -> node
+        self.tokens: list[int] = []
+        self.depth: list[int] = []  # the rotary position of each node
+        self.parent: list[int] = []
+        self.continuations: list[list[list[int]]] = []
+        self.paths: list[list[list[int]]] = []  # per continuation, the nodes predicting it
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
+
+    def _walk(self, tokens: list[int], node: int, dry: dict | None = None) -> int:
+        """Follow the path of `tokens` from `node`, growing the tree; return its end node.
+
+        With `dry`, new nodes go into that dict instead (ids below -1), leaving the tree as is.
+        """
+        for t in tokens:
+            nxt = self.child.get((node, t))
+            if nxt is None and dry is not None:
+                nxt = dry.setdefault((node, t), -2 - len(dry))
+            elif nxt is None:
+                nxt = self.child[(node, t)] = len(self.tokens)
+                self.tokens.append(t)
+                self.depth.append(self.depth[node] + 1 if node >= 0 else 0)
+                self.parent.append(node)
+            node = nxt
+        return node
+
+    def new_nodes(self, ctx: list[int], conts: list[list[int]]) -> int:
+        """How many nodes adding this request would create."""
+        dry: dict = {}
+        end = self._walk(ctx, -1, dry)
+        for c in conts:
+            self._walk(c[:-1], end, dry)
+        return len(dry)
+
+    def add(self, ctx: list[int], conts: list[list[int]]) -> None:
+        end = self._walk(ctx, -1)
+        paths = []
+        for c in conts:
+            path = [end]
+            for t in c[:-1]:
+                path.append(self._walk([t], path[-1]))
+            paths.append(path)
+        self.continuations.append(conts)
+        self.paths.append(paths)
+
+    def mask(self) -> torch.Tensor:
+        """(1, 1, N, N) boolean: node i may attend to node j if j is i or an ancestor of i."""
+        N = self.size
+        mask = torch.zeros(N, N, dtype=torch.bool)
+        for n, p in enumerate(self.parent):
+            if p >= 0:
+                mask[n] = mask[p]
+            mask[n, n] = True
+        return mask[None, None]
