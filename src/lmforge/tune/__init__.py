@@ -1,0 +1,1 @@
+"""Adapt a model: data formats and packing, PEFT methods, preference tuning, launch."""
