@@ -116,3 +116,36 @@ def test_loglikelihood_and_perplexity_tasks(tiny_model_dir, tmp_path):
     assert ppl["token_perplexity"] == pytest.approx(math.exp(-float(logp) / len(ids)), rel=1e-4)
     [ll] = [r for r in doc["records"] if r["task"] == "ll"]
     assert ll["tokens"] >= 1 and ll["logprob"] < 0 and isinstance(ll["correct"], bool)
+
+
+def test_toxicity_suite_generates_and_scores_by_category(tiny_artifact):
+    doc = evaluate(tiny_artifact, EvalConfig(suite="toxicity", limit=8, batch_size=4))
+    tox = doc["tasks"]["toxicity"]["toxicity"]
+    assert tox["n"] == 8 and 0.0 <= tox["toxic_rate"] <= 1.0
+    assert set(tox["by_category"]) <= {"conflict", "rivalry", "complaint", "neutral"}
+    assert 0.0 < tox["precision"] <= 1.0  # the scorer's own held-out precision travels along
+    records = doc["records"]
+    assert all("output" in r and "correct" not in r for r in records)
+    assert doc["summary"]["toxic_rate"] == round(tox["toxic_rate"], 4)
+
+
+def test_progress_carries_a_running_accuracy(tiny_artifact):
+    """The bar's running estimate counts exactly the original items the records mark correct."""
+    from lmforge.evaluate.runner import Evaluator
+    from lmforge.evaluate.task import build_items
+
+    task = suite_tasks("core")[0]
+    items = build_items(task)[:6]
+    calls = []
+    evaluator = Evaluator(tiny_artifact, EvalConfig(batch_size=2))
+    records = evaluator.score_multiple_choice(
+        task,
+        items,
+        {"accuracy", "robustness"},
+        lambda n, right, counted: calls.append((n, right, counted)),
+    )
+    assert sum(c[0] for c in calls) == len(records)
+    originals = [r for r in records if r["variant"] == "original"]
+    assert sum(c[2] for c in calls) == len(originals)
+    assert sum(c[1] for c in calls) == sum(r["correct"] for r in originals)
+    assert all(r["latency_s"] > 0 for r in records)

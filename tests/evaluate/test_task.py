@@ -138,3 +138,14 @@ def test_inline_task():
         docs=[{"q": "x", "c": ["a", "b"], "t": 1}],
     )
     assert build_items(task)[0].target == 1
+
+
+def test_open_ended_generate_task_needs_no_target_unless_scored_for_accuracy():
+    from lmforge.evaluate.task import Task, build_items
+
+    rows = [{"prompt": "Once upon a time"}]
+    with pytest.raises(LmforgeError, match="needs 'target'"):
+        Task(name="t", kind="generate", prompt="{{ prompt }}", docs=rows)
+    task = Task(name="t", kind="generate", prompt="{{ prompt }}", docs=rows, metrics=["toxicity"])
+    [item] = build_items(task)
+    assert item.target is None and item.context == "Once upon a time"

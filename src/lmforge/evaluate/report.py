@@ -18,6 +18,7 @@ HEADLINES = [
     ("worst_case_acc", "worst-case acc", "{:.3f}"),
     ("flip_rate", "flip rate", "{:.3f}"),
     ("stereotype_rate", "stereotype rate", "{:.3f}"),
+    ("toxic_rate", "toxic rate", "{:.3f}"),
     ("items_per_s", "items/s", "{:.1f}"),
 ]
 
@@ -32,16 +33,23 @@ def print_result(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{doc['model']['name']} ({doc['model']['dtype']}) on {doc['suite']}")
-    table.add_column("task")
-    for _, label, _ in HEADLINES:
-        table.add_column(label, justify="right")
-    for task, families in doc["tasks"].items():
-        flat = {
-            k: v for fam in families.values() for k, v in fam.items() if not isinstance(v, dict)
-        }
-        table.add_row(task, *(_fmt(flat.get(key), p) for key, _, p in HEADLINES))
+    rows = {
+        task: {k: v for fam in families.values() for k, v in fam.items() if not isinstance(v, dict)}
+        for task, families in doc["tasks"].items()
+    }
     summary = doc.get("summary", {})
-    table.add_row("[bold]mean[/bold]", *(_fmt(summary.get(key), p) for key, _, p in HEADLINES))
+    # only the families this suite measured: a toxicity run has no accuracy column
+    shown = [
+        h
+        for h in HEADLINES
+        if any(isinstance(r.get(h[0]), int | float) for r in [*rows.values(), summary])
+    ]
+    table.add_column("task")
+    for _, label, _ in shown:
+        table.add_column(label, justify="right")
+    for task, flat in rows.items():
+        table.add_row(task, *(_fmt(flat.get(key), p) for key, _, p in shown))
+    table.add_row("[bold]mean[/bold]", *(_fmt(summary.get(key), p) for key, _, p in shown))
     Console().print(table)
     energy = doc.get("energy") or {}
     Console().print(

@@ -70,6 +70,19 @@ def suite_tasks(suite: str, seed: int = 0) -> list[Task]:
     from lmforge.evaluate.suites import load_suite
 
     rows = load_suite(suite)
+    if suite == "toxicity":
+        return [
+            Task(
+                name="toxicity",
+                kind="generate",
+                prompt="{{ prompt }}",
+                docs=rows,
+                metrics=["toxicity", "efficiency"],
+                max_tokens=32,
+                stop=["\n"],
+                source="suite:toxicity",
+            )
+        ]
     if suite == "bias":
         return [
             Task(
@@ -156,9 +169,19 @@ class Evaluator:
                 ctx = self.wrap(context)
                 requests.append((ctx, [task.target_delimiter + c for c in item.choices]))
                 keys.append((item, variant, ctx))
-        start = time.perf_counter()
-        scores = self.scorer.score(requests, progress=progress)
-        per_request = (time.perf_counter() - start) / max(len(requests), 1)
+        latency = [0.0] * len(requests)
+
+        def on_batch(batch) -> None:
+            right = counted = 0
+            for i, conts in zip(batch.indices, batch.scores, strict=True):
+                latency[i] = batch.seconds  # a request waits for its whole batch
+                item, variant, _ = keys[i]
+                if variant == "original":
+                    counted += 1
+                    right += _argmax([c.logprob for c in conts]) == item.target
+            progress(len(batch.indices), right, counted)
+
+        scores = self.scorer.score(requests, progress=on_batch)
         records = []
         for (item, variant, ctx), conts in zip(keys, scores, strict=True):
             raw = [c.logprob for c in conts]
@@ -181,7 +204,7 @@ class Evaluator:
                     "pred_norm": pred_norm,
                     "correct": pred == item.target,
                     "correct_norm": pred_norm == item.target,
-                    "latency_s": per_request,
+                    "latency_s": latency[len(records)],
                     "tokens": sum(c.tokens for c in conts),
                 }
             )
@@ -199,10 +222,20 @@ class Evaluator:
             for variant, ctx in self.variants(item, families).items()
         ]
         outputs: list[tuple[str, float, int]] = []
+
+        def report(done: list[tuple[str, float, int]], first: int) -> None:
+            """Advance the bar, with the running score of the original items."""
+            right = counted = 0
+            for (item, variant, _), (text, _, _) in zip(keys[first:], done, strict=False):
+                if variant == "original" and item.target is not None:
+                    counted += 1
+                    right += match(task.match, text.strip(), str(item.target)) >= 0.5
+            progress(len(done), right, counted)
+
         if self.endpoint is not None:
             for _, _, prompt in keys:
                 outputs.append(self.endpoint.complete(prompt, task.max_tokens, task.stop))
-                progress(1)
+                report(outputs[-1:], len(outputs) - 1)
         else:
             bs = self.config.batch_size
             for start in range(0, len(keys), bs):
@@ -212,34 +245,42 @@ class Evaluator:
                 ]
                 t0 = time.perf_counter()
                 done = self.model.complete(chunk, max_tokens=task.max_tokens, stop=task.stop)
-                each = (time.perf_counter() - t0) / len(chunk)
-                outputs.extend((c.text, each, c.completion_tokens) for c in done)
-                progress(len(chunk))
+                took = time.perf_counter() - t0  # a request waits for its whole batch
+                outputs.extend((c.text, took, c.completion_tokens) for c in done)
+                report(outputs[start:], start)
         records = []
         for (item, variant, prompt), (text, took, tokens) in zip(keys, outputs, strict=True):
-            score = match(task.match, text.strip(), str(item.target))
-            records.append(
-                {
-                    "task": task.name,
-                    "item": item.id,
-                    "variant": variant,
-                    "prompt": prompt,
-                    "output": text,
-                    "target": item.target,
-                    "score": score,
-                    "correct": score >= 0.5 if task.match == "f1" else bool(score),
-                    "latency_s": took,
-                    "tokens": tokens,
-                }
-            )
+            record = {
+                "task": task.name,
+                "item": item.id,
+                "variant": variant,
+                "prompt": prompt,
+                "output": text,
+                "target": item.target,
+                "latency_s": took,
+                "tokens": tokens,
+            }
+            if "category" in item.doc:
+                record["category"] = item.doc["category"]
+            if item.target is not None:  # open-ended items (toxicity) have no reference
+                score = match(task.match, text.strip(), str(item.target))
+                record["score"] = score
+                record["correct"] = score >= 0.5 if task.match == "f1" else bool(score)
+            records.append(record)
         return records
 
     def score_loglikelihood(self, task: Task, items: list[Item], progress) -> list[dict]:
         """log p(target | prompt) per item; `correct` means greedy decoding yields the target."""
         requests = [(self.wrap(i.context), [task.target_delimiter + str(i.target)]) for i in items]
-        start = time.perf_counter()
-        scores = self.scorer.score(requests, progress=progress)
-        each = (time.perf_counter() - start) / max(len(items), 1)
+        latency = [0.0] * len(requests)
+
+        def on_batch(batch) -> None:
+            for i in batch.indices:
+                latency[i] = batch.seconds
+            greedy = sum(s[0].greedy for s in batch.scores)
+            progress(len(batch.indices), greedy, len(batch.indices))
+
+        scores = self.scorer.score(requests, progress=on_batch)
         return [
             {
                 "task": task.name,
@@ -250,9 +291,9 @@ class Evaluator:
                 "logprob": s.logprob,
                 "tokens": s.tokens,
                 "correct": s.greedy,
-                "latency_s": each,
+                "latency_s": took,
             }
-            for item, (ctx, _), [s] in zip(items, requests, scores, strict=True)
+            for item, (ctx, _), [s], took in zip(items, requests, scores, latency, strict=True)
         ]
 
     def score_perplexity(self, task: Task, items: list[Item], progress) -> list[dict]:
@@ -286,12 +327,12 @@ class Evaluator:
                     "latency_s": time.perf_counter() - t0,
                 }
             )
-            progress(1)
+            progress(1, None, 0)
         return records
 
     def score_bias(self, task: Task, rows: list[dict], progress) -> list[dict]:
         requests = [("", [r["stereotype"], r["anti_stereotype"]]) for r in rows]
-        scores = self.scorer.score(requests, progress=progress)
+        scores = self.scorer.score(requests, progress=lambda b: progress(len(b.indices), None, 0))
         return [
             {
                 "task": task.name,
@@ -338,6 +379,7 @@ def evaluate(model, config: EvalConfig) -> dict[str, Any]:
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.fields[running]}"),
         TimeRemainingColumn(),
     )
     with EnergyMeter() as energy, Progress(*columns, transient=True) as bar:
@@ -372,8 +414,16 @@ def evaluate(model, config: EvalConfig) -> dict[str, Any]:
             total = len(units)
             if task.kind in ("generate", "multiple_choice"):
                 total = sum(len(evaluator.variants(u, families)) for u in units)
-            handle = bar.add_task(task.name, total=total)
-            records = score(task, units, progress=lambda n, h=handle: bar.advance(h, n))
+            handle = bar.add_task(task.name, total=total, running="")
+            tally = [0, 0]  # correct, counted: the running estimate on the bar
+
+            def advance(n: int, right: int | None, counted: int, h=handle, tally=tally) -> None:
+                tally[0] += right or 0
+                tally[1] += counted
+                running = f"acc {tally[0] / tally[1]:.3f}" if tally[1] else ""
+                bar.update(h, advance=n, running=running)
+
+            records = score(task, units, progress=advance)
             wall = time.perf_counter() - t0
             names = [f for f in FAMILIES if f in families and f in METRICS]
             options = {"accuracy": {"seed": config.seed}, "efficiency": {"wall_s": wall}}
@@ -411,6 +461,7 @@ def summarise(results: dict[str, dict]) -> dict[str, float]:
         "worst_case_acc": ("robustness", "worst_case_acc"),
         "flip_rate": ("fairness", "flip_rate"),
         "stereotype_rate": ("bias", "stereotype_rate"),
+        "toxic_rate": ("toxicity", "toxic_rate"),
         "items_per_s": ("efficiency", "items_per_s"),
     }
     out = {}

@@ -13,12 +13,22 @@ every row sees exactly its own tokens (padding is masked out of attention).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from lmforge.errors import InvalidInputError
+
+
+@dataclass
+class ScoredBatch:
+    """What a progress callback gets after each batch: request indices, scores, seconds taken."""
+
+    indices: list[int]
+    scores: list[list[ContinuationScore]]
+    seconds: float
 
 
 @dataclass
@@ -81,7 +91,7 @@ class Scorer:
     def score(
         self,
         requests: Sequence[tuple[str, Sequence[str]]],
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[ScoredBatch], None] | None = None,
     ) -> list[list[ContinuationScore]]:
         """For each (context, continuations) the score of every continuation, in input order."""
         encoded = []
@@ -94,7 +104,7 @@ class Scorer:
     def score_ids(
         self,
         requests: Sequence[tuple[list[int], list[list[int]]]],
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[ScoredBatch], None] | None = None,
     ) -> list[list[ContinuationScore]]:
         """Like `score`, on token ids: [(context_ids, [continuation_ids, ...]), ...]."""
         max_pos = self.decoder.max_positions
@@ -110,26 +120,26 @@ class Scorer:
         # sorted by tokens: requests that share a prompt prefix land in the same tree
         order = sorted(range(len(requests)), key=lambda i: requests[i][0])
         results: list[list[ContinuationScore]] = [[] for _ in requests]
-        batch: list[int] = []
-        tree = _Tree()
-        for i in order + [None]:
-            if i is not None and not batch:
-                batch.append(i)
-                tree.add(*requests[i])
-                continue
-            if i is not None and len(batch) < self.batch_size:
-                if tree.size + tree.new_nodes(*requests[i]) <= self.max_tokens:
+        trees: list[tuple[list[int], _Tree]] = []
+        for i in order:
+            if trees:
+                batch, tree = trees[-1]
+                if (
+                    len(batch) < self.batch_size
+                    and tree.size + tree.new_nodes(*requests[i]) <= self.max_tokens
+                ):
                     batch.append(i)
                     tree.add(*requests[i])
                     continue
-            for idx, scores in zip(batch, self._score_tree(tree), strict=True):
+            trees.append(([i], _Tree()))
+            trees[-1][1].add(*requests[i])
+        for batch, tree in trees:
+            t0 = time.perf_counter()
+            scored = self._score_tree(tree)
+            for idx, scores in zip(batch, scored, strict=True):
                 results[idx] = scores
             if progress:
-                progress(len(batch))
-            batch, tree = [], _Tree()
-            if i is not None:
-                batch.append(i)
-                tree.add(*requests[i])
+                progress(ScoredBatch(batch, scored, time.perf_counter() - t0))
         return results
 
     @torch.inference_mode()

@@ -80,9 +80,12 @@ class Task:
             raise InvalidInputError(
                 f"{where}: a multiple_choice task needs 'choices' and 'target'", "add both keys"
             )
-        if self.kind in ("generate", "loglikelihood") and not self.target:
+        if self.kind == "loglikelihood" and not self.target:
+            raise InvalidInputError(f"{where}: a loglikelihood task needs 'target'", "add one")
+        if self.kind == "generate" and not self.target and "accuracy" in self.metrics:
             raise InvalidInputError(
-                f"{where}: a {self.kind} task needs 'target'", "add a target field"
+                f"{where}: a generate task scored for accuracy needs 'target'",
+                "add a target field, or list only metrics that need none (toxicity, efficiency)",
             )
         if not isinstance(self.fewshot, int) or self.fewshot < 0:
             raise InvalidInputError(
@@ -236,13 +239,17 @@ class Item:
     id: str
     context: str
     choices: list[str] = field(default_factory=list)
-    target: int | str = 0
+    target: int | str | None = 0  # None: an open-ended generate item (no reference)
     doc: dict = field(default_factory=dict)
 
 
-def _choices_and_target(task: Task, row: dict, where: str) -> tuple[list[str], int | str]:
+def _choices_and_target(
+    task: Task, row: dict, where: str
+) -> tuple[list[str], int | str | None]:
     if task.kind == "perplexity":
         return [], ""
+    if task.kind == "generate" and not task.target:
+        return [], None
     choices = []
     if task.choices:
         if task.choices.isidentifier() and task.choices not in row:
@@ -296,7 +303,7 @@ def build_items(task: Task, rows: list[dict] | None = None) -> list[Item]:
             )
         context = render(task.prompt, row, where)
         choices, target = _choices_and_target(task, row, where)
-        answer = choices[target] if isinstance(target, int) else target
+        answer = choices[target] if isinstance(target, int) else (target or "")
         solved.append((row, context, choices, target, answer))
     items = []
     for n, (row, context, choices, target, _) in enumerate(solved):

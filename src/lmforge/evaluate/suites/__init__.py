@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lmforge.errors import InvalidInputError
-from lmforge.evaluate.suites import bias, core
+from lmforge.evaluate.suites import bias, core, toxicity
 
-SUITES: dict[str, Callable[[], list]] = {"core": core.build, "bias": bias.build}
+SUITES: dict[str, Callable[[], list]] = {
+    "core": core.build,
+    "bias": bias.build,
+    "toxicity": toxicity.build,
+}
 
 
 def load_suite(name: str) -> list[dict]:
