@@ -196,6 +196,65 @@ def eval_cmd(
     click.echo(f"wrote {write_result(doc, target)}")
 
 
+def tune_options(command):
+    """One flag per `TuneConfig` field (the dataclass is the only schema); None = not given."""
+    from lmforge.tune.trainer import TuneConfig
+
+    for f in reversed(fields(TuneConfig)):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        kind = str(f.type)
+        if kind.startswith("bool"):
+            flag = f"{flag}/--no-{f.name.replace('_', '-')}"
+            option = click.option(flag, default=None, help=help_text)
+        elif kind.startswith("list"):
+            option = click.option(flag, default=None, help=help_text + " Comma-separated.")
+        else:
+            t = int if kind.startswith("int") else float if kind.startswith("float") else str
+            option = click.option(flag, type=t, default=None, help=help_text)
+        command = option(command)
+    return command
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--config", "config_file", help="YAML file with any of the flags below as keys.")
+@click.option("--resume", is_flag=True, help="Continue from the run's last checkpoint.")
+@click.option("--nproc", type=int, default=1, help="Processes (DDP through torchrun).")
+@tune_options
+def tune(model, config_file, resume, nproc, **flags):
+    """Fine-tune MODEL (default: the embedded model) with LoRA, DoRA, IA3, prompt, prefix or full."""
+    import os
+
+    from lmforge.tune.distributed import launch
+    from lmforge.tune.trainer import load_config
+    from lmforge.tune.trainer import tune as run_tune
+
+    if flags.get("target_modules"):
+        flags["target_modules"] = [m.strip() for m in flags["target_modules"].split(",")]
+    config = load_config(config_file, **flags)  # bad flags fail here, before any launch
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        argv = sys.argv[1:]
+        keep = [
+            a
+            for i, a in enumerate(argv)
+            if not a.startswith("--nproc") and argv[i - 1] != "--nproc"
+        ]
+        sys.exit(launch(nproc, keep))
+    run_tune(model, config, resume=resume)
+
+
+@cli.command()
+@click.argument("adapter")
+@click.option("--out", required=True, help="Name of the merged model artifact.")
+def merge(adapter, out):
+    """Fold a LoRA/DoRA/IA3 adapter into its base: a full model artifact."""
+    from lmforge.tune.merge import merge as run_merge
+
+    art = run_merge(adapter, out)
+    click.echo(f"wrote {art.name} ({art.size_bytes() / 2**20:.0f} MB)")
+
+
 @cli.group()
 def models() -> None:
     """List, inspect, import and remove models in the store."""

@@ -86,6 +86,16 @@ def load(
         hf = AutoModelForCausalLM.from_pretrained(str(name_or_path), use_safetensors=True)
         return Model(hf.eval(), tok, dtype, name=str(name_or_path), compile=compile)
     folder, name, artifact = resolve(name_or_path, store)
+    if artifact is not None and artifact.kind == "adapter":
+        from lmforge.tune.merge import apply_adapter
+
+        hf, tok = apply_adapter(artifact, store or Store())
+        if hasattr(hf, "peft_config"):
+            raise InvalidInputError(
+                f"{name} is a prompt/prefix adapter, which the inference engine cannot run yet",
+                "use a lora, dora or ia3 adapter for chat and serving",
+            )
+        return Model(hf, tok, dtype, name=name, artifact=artifact, compile=compile)
     formats.detect(folder)
     hf, tok = read_hf(folder, "hf")
     return Model(hf, tok, dtype, name=name, artifact=artifact, compile=compile)
