@@ -14,8 +14,10 @@ from lmforge.tune.methods import DEFAULTS, check_method
 class TuneConfig:
     """Every knob of a tuning run; a YAML config holds the same keys."""
 
-    data: str = field(metadata={"help": "Training data: chat/instruction JSONL or text."})
-    method: str = field(default="lora", metadata={"help": "lora|dora|ia3|prompt|prefix|full."})
+    data: str = field(
+        metadata={"help": "Training data: chat/instruction JSONL, text, or quickstart."}
+    )
+    method: str = field(default="lora", metadata={"help": "lora|dora|ia3|prompt|prefix|full|dpo."})
     out: str | None = field(default=None, metadata={"help": "Name of the new artifact."})
     format: str = field(default="auto", metadata={"help": "chat|instruction|text|auto."})
     seq_len: int = field(default=512, metadata={"help": "Tokens per packed row."})
@@ -43,6 +45,10 @@ class TuneConfig:
     gradient_checkpointing: bool | None = field(
         default=None, metadata={"help": "Recompute activations (default: when needed)."}
     )
+    beta: float = field(default=0.1, metadata={"help": "dpo: weight of the pull to the reference."})
+    adapter: str | None = field(
+        default=None, metadata={"help": "dpo: start from this LoRA artifact (default: fresh)."}
+    )
 
     def validate(self) -> TuneConfig:
         check_method(self.method)
@@ -55,6 +61,12 @@ class TuneConfig:
             raise InvalidInputError("eval_fraction must be in [0, 1)", "use e.g. 0.1")
         if self.lr is not None and not self.lr > 0:
             raise InvalidInputError("lr must be positive", "use e.g. 2e-4")
+        if not self.beta > 0:
+            raise InvalidInputError("beta must be positive", "use e.g. 0.1")
+        if self.adapter and self.method != "dpo":
+            raise InvalidInputError("--adapter is for --method dpo", "drop --adapter")
+        if self.method == "dpo" and self.packing:
+            raise InvalidInputError("dpo lays out one pair per row", "drop --packing")
         return self
 
     @property

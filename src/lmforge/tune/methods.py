@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from lmforge.errors import InvalidInputError
 
-METHODS = ("lora", "dora", "ia3", "prompt", "prefix", "full")
+METHODS = ("lora", "dora", "ia3", "prompt", "prefix", "full", "dpo")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ DEFAULTS = {
     "prompt": MethodDefaults(lr=3e-2, packing=False),
     "prefix": MethodDefaults(lr=1e-2, packing=False),
     "full": MethodDefaults(lr=2e-5, packing=True),
+    # DPO trains a LoRA on preference pairs (one pair per row, no packing). A quarter of the
+    # SFT LoRA rate: its gradient keeps pushing the rejected reply's log-prob down with no
+    # floor, so a higher rate overshoots on small sets (see README, "Preference tuning").
+    "dpo": MethodDefaults(lr=5e-5, packing=False),
 }
 
 
@@ -77,7 +81,7 @@ def peft_config(model, method: str, options: dict):
         TaskType,
     )
 
-    if method in ("lora", "dora"):
+    if method in ("lora", "dora", "dpo"):  # dpo: a LoRA trained on preferences
         return LoraConfig(
             task_type=TaskType.CAUSAL_LM,
             r=options.get("rank", 16),

@@ -133,8 +133,18 @@ def plan_run(
 
 
 def _set_checkpointing(model, on: bool) -> None:
+    """Turn activation (gradient) checkpointing on or off, by whichever name this version uses."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if on:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif getattr(base, "supports_gradient_checkpointing", False):
-        base.gradient_checkpointing_disable()
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        return
+    new = hasattr(base, "activation_checkpointing_enable")  # transformers >= 5.x
+    is_on = base.is_activation_checkpointing if new else base.is_gradient_checkpointing
+    if on and not is_on:
+        if new:
+            base.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+    elif is_on and not on:
+        (base.activation_checkpointing_disable if new else base.gradient_checkpointing_disable)()

@@ -10,6 +10,7 @@ tokens of its whole step, so accumulation and DDP give the same gradient as one 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -70,11 +71,22 @@ class Trainer:
 
     def __init__(self, model, config: TuneConfig, train_groups, eval_groups, pad_id: int):
         from lmforge.tune.distributed import World
-        from lmforge.tune.loss import CausalLMLoss
 
         self.model, self.config = model, config
         self.world = World.current()
-        self.loss_fn = self.world.wrap(CausalLMLoss(model, virtual_tokens=not config.packs))
+        if config.method == "dpo":  # groups of preference pairs, one pair per row
+            from lmforge.tune.dpo import DPOLoss, collate
+
+            loss = DPOLoss(model, config.beta)
+        else:
+            from lmforge.tune.data import collate
+            from lmforge.tune.loss import CausalLMLoss
+
+            loss = CausalLMLoss(model, virtual_tokens=not config.packs)
+        self.loss_fn = self.world.wrap(loss)
+        self.collate = functools.partial(collate, pad_id=pad_id)
+        self.metrics: dict = {}  # the loss's own figures (DPO rewards) of the last step / eval
+        self.eval_metrics: dict = {}
         self.train_groups, self.eval_groups, self.pad_id = train_groups, eval_groups, pad_id
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -103,12 +115,16 @@ class Trainer:
             self.state.cursor += 1
         return out
 
+    def _loss_metrics(self, reduce=None) -> dict:
+        """What the loss module tallied since last asked (DPO: reward accuracy and margins)."""
+        take = getattr(getattr(self.loss_fn, "module", self.loss_fn), "take_metrics", None)
+        return take(reduce) if take else {}
+
     def train_step(self) -> tuple[float, int]:
         """One optimizer step; (mean loss per supervised token, tokens seen by this rank)."""
-        from lmforge.tune.data import collate
-
+        self._loss_metrics()  # drop what a preflight pass tallied
         micro = self._step_batches()
-        batches = [collate(groups, self.pad_id) for groups in micro]
+        batches = [self.collate(groups) for groups in micro]
         total = sum(b.supervised for b in batches)  # over every rank: all know the order
         mine = batches[self.world.rank :: self.world.size]
         lr = lr_at(self.state.step, self.total_steps, self.config.peak_lr, self.config.warmup)
@@ -122,6 +138,7 @@ class Trainer:
             loss_sum += float(loss.detach())
             tokens += batch.tokens
         loss_sum = self.world.sum(loss_sum)
+        self.metrics = self._loss_metrics(self.world.sum)
         mean = loss_sum / max(total, 1)
         if not math.isfinite(mean):
             self.optimizer.zero_grad(set_to_none=True)
@@ -136,17 +153,17 @@ class Trainer:
     @torch.no_grad()
     def eval_loss(self) -> float | None:
         """Mean loss per supervised token over the held-out rows (every rank computes it)."""
-        from lmforge.tune.data import collate
-
         if not self.eval_groups:
             return None
         was_training = self.model.training
         self.model.eval()
+        self._loss_metrics()  # drop what training tallied
         total = count = 0.0
         for at in range(0, len(self.eval_groups), self.config.micro_batch):
-            batch = collate(self.eval_groups[at : at + self.config.micro_batch], self.pad_id)
+            batch = self.collate(self.eval_groups[at : at + self.config.micro_batch])
             total += float(self.loss_fn(batch))
             count += batch.supervised
+        self.eval_metrics = {f"eval_{k}": v for k, v in self._loss_metrics().items()}
         self.model.train(was_training)
         return total / max(count, 1)
 
@@ -160,6 +177,7 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
     from lmforge.models.loader import resolve
     from lmforge.store import Store
     from lmforge.tune import data as tdata
+    from lmforge.tune import dpo
     from lmforge.tune.distributed import World, init_from_env
     from lmforge.tune.methods import wrap
     from lmforge.tune.preflight import plan_run
@@ -168,11 +186,21 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
     world = World.current()
     console = Console(quiet=quiet or not world.main)
     store = Store()
+    start = dpo.starting_adapter(config.adapter, store) if config.adapter else None
+    if start is not None:  # dpo from an existing LoRA: the base is the adapter's
+        base = base or start.parent
     folder, base_name, base_art = resolve(base, store)
     if base_art is not None and base_art.kind == "adapter":
         raise InvalidInputError(
             f"{base_name} is an adapter; tune its base, or merge it first",
-            f"run `lmforge merge {base_name} --out NAME`, then tune NAME",
+            f"pass --adapter {base_name} and its base as MODEL"
+            if config.method == "dpo"
+            else f"run `lmforge merge {base_name} --out NAME`, then tune NAME",
+        )
+    if start is not None and start.parent != base_name:
+        raise InvalidInputError(
+            f"adapter {start.name} was trained on {start.parent}, not {base_name}",
+            f"tune {start.parent} with it, or leave MODEL out",
         )
     out = config.out or f"{base_name}-{config.method}"
     config.out = out
@@ -180,8 +208,15 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
         raise InvalidInputError(
             f"an artifact named {out!r} already exists", "choose another --out, or remove it"
         )
+    if config.data == "quickstart":  # the bundled fictional-product chat set
+        from lmforge.tune.quickstart import write
+
+        config.data = str(write(run_dir(out) / "quickstart")[0])
     hf, tok = read_hf(folder, "hf")
-    examples, stats = tdata.read_examples(config.data, tok, config.seq_len, config.format)
+    if config.method == "dpo":
+        examples, stats = dpo.read_pairs(config.data, tok, config.seq_len)
+    else:
+        examples, stats = tdata.read_examples(config.data, tok, config.seq_len, config.format)
     train, held = tdata.split(examples, config.eval_fraction, config.seed)
     if config.packs:
         train_groups, eval_groups = (
@@ -193,14 +228,18 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    model = wrap(hf, config.method, config.adapter_options())
+    if config.method == "dpo":  # the reference: the starting weights, scored once, here
+        model = dpo.wrap(hf, config.adapter_options(), start)
+        dpo.set_reference(model, examples, pad_id, config.micro_batch, fresh=start is None)
+    else:
+        model = wrap(hf, config.method, config.adapter_options())
     model.train()
     trainer = Trainer(model, config, train_groups, eval_groups, pad_id)
     plan = plan_run(
         model,
         trainer.loss_fn,
         train_groups,
-        lambda groups: tdata.collate(groups, pad_id),
+        trainer.collate,
         config.micro_batch,
         config.grad_accum,
         trainer.total_steps,
@@ -247,9 +286,11 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
                 "step": s.step,
                 "loss": round(loss, 5),
                 "lr": trainer.optimizer.param_groups[0]["lr"],
+                **trainer.metrics,
             }
             if s.step % trainer.eval_every == 0 or s.step == trainer.total_steps:
                 record["eval_loss"] = trainer.eval_loss()
+                record.update(trainer.eval_metrics)
                 if record["eval_loss"] is not None:
                     if s.best_eval is None or record["eval_loss"] < s.best_eval - 1e-4:
                         s.best_eval, s.bad_evals = record["eval_loss"], 0
@@ -275,6 +316,7 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
         "train_loss": trainer.state.history[-1]["loss"] if trainer.state.history else None,
         "eval_loss_before": start_eval,
         "eval_loss": final_eval,
+        **trainer.eval_metrics,
         "world_size": world.size,
         "history": trainer.state.history,
     }
@@ -342,6 +384,8 @@ def _write_artifact(store, out, base, model, tok, config, stats, plan, summary, 
     """The adapter (or full model) as a store artifact whose parent is the base."""
     full = config.method == "full"
     meta_config = {**asdict(config), "plan": plan.as_dict(), "data_sha256": digest}
+    if config.adapter:
+        meta_config["adapter_start"] = config.adapter  # dpo continued this adapter
     with store.create(
         out, kind="model" if full else "adapter", step="tune", parent=base, config=meta_config,
         overwrite=store.exists(out),

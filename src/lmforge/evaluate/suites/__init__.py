@@ -7,10 +7,18 @@ from collections.abc import Callable
 from lmforge.errors import InvalidInputError
 from lmforge.evaluate.suites import bias, core, toxicity
 
+def _quickstart() -> list[dict]:
+    """Held-out questions about the fictional product of `lmforge tune --data quickstart`."""
+    from lmforge.tune.quickstart import build_eval
+
+    return [{**row, "task": "quickstart", "format": "qa"} for row in build_eval()]
+
+
 SUITES: dict[str, Callable[[], list]] = {
     "core": core.build,
     "bias": bias.build,
     "toxicity": toxicity.build,
+    "quickstart": _quickstart,
 }
 
 
