@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -82,6 +82,9 @@ class Batch:
     attention_mask: torch.Tensor  # (B, 1, T, T) bool, True = may attend (causal, same example)
     tokens: int  # real (non-pad) tokens
     supervised: int  # labels != IGNORE
+    # per row, the (start, end) span of each example and of the trailing padding: what the
+    # packed attention of `tune.attention` attends within, instead of the dense 4D mask
+    segments: list[list[tuple[int, int]]] = field(default_factory=list)
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch with its tensors on `device`."""
@@ -92,6 +95,7 @@ class Batch:
             self.attention_mask.to(device),
             self.tokens,
             self.supervised,
+            self.segments,
         )
 
 
@@ -421,15 +425,20 @@ def collate(groups: list[list[Example]], pad_id: int) -> Batch:
     # Which example each position belongs to; every padding position is its own "example"
     # (a distinct negative id), so a padding row attends to itself only and softmax has no NaN.
     segment = (-1 - torch.arange(T)).repeat(B, 1)  # (B, T)
+    spans: list[list[tuple[int, int]]] = []
     for b, group in enumerate(groups):
         start = 0
+        spans.append([])
         for j, ex in enumerate(group):
             end = start + len(ex.input_ids)
+            spans[-1].append((start, end))
             input_ids[b, start:end] = torch.tensor(ex.input_ids)
             labels[b, start:end] = torch.tensor(ex.labels)
             position_ids[b, start:end] = torch.arange(end - start)
             segment[b, start:end] = j
             start = end
+        if start < T:
+            spans[-1].append((start, T))
     causal = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T) query t sees keys <= t
     same = segment[:, :, None] == segment[:, None, :]  # (B, T, T)
     mask = (same & causal)[:, None]  # (B, 1, T, T)
@@ -440,6 +449,7 @@ def collate(groups: list[list[Example]], pad_id: int) -> Batch:
         mask,
         tokens=sum(lengths),
         supervised=int((labels != IGNORE).sum()),
+        segments=spans,
     )
 
 

@@ -23,10 +23,11 @@ def _decoder_and_head(model):
 class CausalLMLoss(torch.nn.Module):
     """Summed token cross-entropy of a batch (divide by the step's supervised tokens)."""
 
-    def __init__(self, model, virtual_tokens: bool = False):
+    def __init__(self, model, virtual_tokens: bool = False, packed: bool = False):
         super().__init__()
         self.model = model
         self.virtual_tokens = virtual_tokens  # prompt/prefix tuning: peft owns the forward
+        self.packed = packed  # the model runs under `attention.using_packed_attention`
 
     def forward(self, batch: Batch) -> torch.Tensor:
         labels = batch.labels[:, 1:]
@@ -38,11 +39,18 @@ class CausalLMLoss(torch.nn.Module):
             logits = logits[:, -batch.input_ids.shape[1] :][:, :-1][keep]
         else:
             body, head = _decoder_and_head(self.model)
-            dtype = next(body.parameters()).dtype
-            hidden = body(
-                input_ids=batch.input_ids,
-                attention_mask=additive_mask(batch.attention_mask, dtype),
-                position_ids=batch.position_ids,
-            ).last_hidden_state
+            if self.packed:  # attention span by span (see tune.attention)
+                hidden = body(
+                    input_ids=batch.input_ids,
+                    position_ids=batch.position_ids,
+                    segments=batch.segments,
+                ).last_hidden_state
+            else:
+                dtype = next(body.parameters()).dtype
+                hidden = body(
+                    input_ids=batch.input_ids,
+                    attention_mask=additive_mask(batch.attention_mask, dtype),
+                    position_ids=batch.position_ids,
+                ).last_hidden_state
             logits = head(hidden[:, :-1][keep])  # (K, vocab): supervised positions only
         return F.cross_entropy(logits.float(), labels[keep], reduction="sum")
