@@ -255,6 +255,42 @@ def merge(adapter, out):
     click.echo(f"wrote {art.name} ({art.size_bytes() / 2**20:.0f} MB)")
 
 
+@cli.command("export")
+@click.argument("model", required=False)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(),
+    help="A .gguf file (or a folder to put it in); for hf, the folder.",
+)
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["gguf", "hf"]),
+    default="gguf",
+    show_default=True,
+    help="gguf: one file for llama.cpp / Ollama; hf: a safetensors folder.",
+)
+@click.option(
+    "--type",
+    "type_",
+    type=click.Choice(["f32", "f16", "q8_0", "q4_0"]),
+    help="Weight type [default: f16 for gguf, f32 for hf; hf takes f32 or f16].",
+)
+@click.option("--force", is_flag=True, help="Replace an existing file or folder at --out.")
+@click.option("--no-verify", is_flag=True, help="Skip reloading and comparing the export.")
+def export_cmd(model, out, format_, type_, force, no_verify):
+    """Export MODEL (default: the embedded model) as GGUF or a HF folder, verified on reload.
+
+    GGUF also gets an Ollama Modelfile beside it. The export is reloaded and its next-token
+    distributions compared with MODEL's before it is put in place.
+    """
+    from lmforge.compress.export import export, print_report
+
+    report = export(model, out, format_, type_, overwrite=force, verify=not no_verify)
+    print_report(report)
+
+
 @cli.group()
 def models() -> None:
     """List, inspect, import and remove models in the store."""

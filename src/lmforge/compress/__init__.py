@@ -1,0 +1,1 @@
+"""Shrink a model: quantize, prune, distill, export."""
