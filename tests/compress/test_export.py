@@ -8,7 +8,9 @@ import torch
 
 from lmforge.cli import main
 from lmforge.compress import export as export_mod
-from lmforge.compress.export import Tolerance, export, gguf_tensors
+from lmforge.compress import gguf_writer
+from lmforge.compress.export import Tolerance, export
+from lmforge.compress.gguf_writer import gguf_tensors
 from lmforge.errors import InvalidInputError, LmforgeError
 
 CHAT_TEMPLATE_START = "{% for m in messages %}<|im_start|>"
@@ -144,7 +146,7 @@ def test_default_system_prompt_goes_to_system_line(tiny_tokenizer):
             "<|im_end|>\n{% endfor %}"
         )
 
-    text = export_mod.modelfile_text("x.gguf", Tok())
+    text = gguf_writer.modelfile_text("x.gguf", Tok())
     assert 'SYSTEM """Be brief."""' in text
 
 
@@ -242,7 +244,7 @@ def test_hf_failure_mid_write_leaves_nothing(tiny_model_dir, tmp_path, monkeypat
 
 def test_a_wrong_layout_is_caught_and_not_written(tiny_model_dir, tmp_path, monkeypatch):
     """Drop the Q/K permutation: the written file no longer reloads to the weights meant."""
-    monkeypatch.setattr(export_mod, "_permute", lambda w, n_head: w)
+    monkeypatch.setattr(gguf_writer, "_permute", lambda w, n_head: w)
     with pytest.raises(LmforgeError, match="does not reload to the weights written"):
         export(tiny_model_dir, tmp_path / "m.gguf", "gguf", "f16")
     assert list(tmp_path.iterdir()) == []
