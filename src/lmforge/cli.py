@@ -198,7 +198,7 @@ def eval_cmd(
 
 def tune_options(command):
     """One flag per `TuneConfig` field (the dataclass is the only schema); None = not given."""
-    from lmforge.tune.trainer import TuneConfig
+    from lmforge.tune.config import TuneConfig
 
     for f in reversed(fields(TuneConfig)):
         flag = "--" + f.name.replace("_", "-")
@@ -223,11 +223,15 @@ def tune_options(command):
 @click.option("--nproc", type=int, default=1, help="Processes (DDP through torchrun).")
 @tune_options
 def tune(model, config_file, resume, nproc, **flags):
-    """Fine-tune MODEL (default: the embedded model) with LoRA, DoRA, IA3, prompt, prefix or full."""
+    """Fine-tune MODEL (default: the embedded model) with LoRA, DoRA, IA3, prompt, prefix or full.
+
+    --method dpo tunes a LoRA on preference pairs ({"prompt", "chosen", "rejected"} JSONL),
+    from a fresh LoRA or from --adapter NAME, with --beta setting the pull to the reference.
+    """
     import os
 
     from lmforge.tune.distributed import launch
-    from lmforge.tune.trainer import load_config
+    from lmforge.tune.config import load_config
     from lmforge.tune.trainer import tune as run_tune
 
     if flags.get("target_modules"):

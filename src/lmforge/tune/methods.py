@@ -110,6 +110,10 @@ def wrap(model, method: str, options: dict):
         for p in model.parameters():
             p.requires_grad_(True)
         return model
+    import warnings
+
     from peft import get_peft_model
 
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft reads a property transformers 5 renamed
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        return get_peft_model(model, config)

@@ -10,6 +10,7 @@ tokens of its whole step, so accumulation and DDP give the same gradient as one 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import InvalidInputError, LmforgeError
+from lmforge.tune.attention import using_packed_attention
 from lmforge.tune.checkpoint import (
     file_digest,
     fingerprint,
@@ -82,7 +84,8 @@ class Trainer:
             from lmforge.tune.data import collate
             from lmforge.tune.loss import CausalLMLoss
 
-            loss = CausalLMLoss(model, virtual_tokens=not config.packs)
+            virtual = config.method in ("prompt", "prefix")
+            loss = CausalLMLoss(model, virtual_tokens=virtual, packed=not virtual)
         self.loss_fn = self.world.wrap(loss)
         self.collate = functools.partial(collate, pad_id=pad_id)
         self.metrics: dict = {}  # the loss's own figures (DPO rewards) of the last step / eval
@@ -234,6 +237,9 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
     else:
         model = wrap(hf, config.method, config.adapter_options())
     model.train()
+    attention = contextlib.ExitStack()  # span-by-span attention while training (tune.attention)
+    if config.method not in ("prompt", "prefix"):
+        attention.enter_context(using_packed_attention(model))
     trainer = Trainer(model, config, train_groups, eval_groups, pad_id)
     plan = plan_run(
         model,
@@ -320,6 +326,7 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
         "world_size": world.size,
         "history": trainer.state.history,
     }
+    attention.close()  # the saved model keeps its own attention implementation
     if not world.main:
         return None
     artifact = _write_artifact(
