@@ -230,8 +230,8 @@ def tune(model, config_file, resume, nproc, **flags):
     """
     import os
 
-    from lmforge.tune.distributed import launch
     from lmforge.tune.config import load_config
+    from lmforge.tune.distributed import launch
     from lmforge.tune.trainer import tune as run_tune
 
     if flags.get("target_modules"):

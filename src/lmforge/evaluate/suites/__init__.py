@@ -7,6 +7,7 @@ from collections.abc import Callable
 from lmforge.errors import InvalidInputError
 from lmforge.evaluate.suites import bias, core, toxicity
 
+
 def _quickstart() -> list[dict]:
     """Held-out questions about the fictional product of `lmforge tune --data quickstart`."""
     from lmforge.tune.quickstart import build_eval
