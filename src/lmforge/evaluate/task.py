@@ -243,9 +243,7 @@ class Item:
     doc: dict = field(default_factory=dict)
 
 
-def _choices_and_target(
-    task: Task, row: dict, where: str
-) -> tuple[list[str], int | str | None]:
+def _choices_and_target(task: Task, row: dict, where: str) -> tuple[list[str], int | str | None]:
     if task.kind == "perplexity":
         return [], ""
     if task.kind == "generate" and not task.target:
