@@ -40,7 +40,7 @@ class Plan:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
-def _status(key: str) -> float | None:
+def proc_status_mb(key: str) -> float | None:
     """A field of /proc/self/status in MiB (VmRSS, VmHWM), or None off Linux."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -56,13 +56,14 @@ def available_mb() -> float:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024 + (_status("VmRSS") or 0.0)
+                return int(line.split()[1]) / 1024 + (proc_status_mb("VmRSS") or 0.0)
     except OSError:
         pass
     return 8 * 1024.0  # unknown platform: assume a modest laptop
 
 
-def _reset_peak() -> bool:
+def reset_peak_memory() -> bool:
+    """Set this process's peak resident memory (VmHWM) back to its current size (Linux)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -73,12 +74,12 @@ def _reset_peak() -> bool:
 def measure_step(loss_fn, batch, set_checkpointing) -> tuple[float, float | None]:
     """(seconds, peak MiB) of one forward + backward on `batch`; gradients are cleared after."""
     rng = torch.get_rng_state()
-    measured = _reset_peak()
+    measured = reset_peak_memory()
     start = time.perf_counter()
     loss = loss_fn(batch)
     loss.backward()
     took = time.perf_counter() - start
-    peak = _status("VmHWM") if measured else None
+    peak = proc_status_mb("VmHWM") if measured else None
     for p in loss_fn.parameters():
         p.grad = None
     torch.set_rng_state(rng)  # the run's dropout draws stay those of an unmeasured run
