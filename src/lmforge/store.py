@@ -167,14 +167,7 @@ class Store:
             draft.meta["timings"].setdefault("total_s", round(time.perf_counter() - started, 3))
             draft.meta["hashes"] = hash_files(tmp)
             _write_json_atomic(tmp / "artifact.json", draft.meta)
-            final = self.root / name
-            if final.exists():  # overwrite: move the old one aside first, then swap
-                old = self.root / f"{_TMP_PREFIX}old-{name}-{os.getpid()}"
-                final.rename(old)
-                tmp.rename(final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(final)
+            swap_in(tmp, self.root / name)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -204,6 +197,20 @@ class ArtifactDraft:
     @property
     def model_dir(self) -> Path:
         return self.path / "model"
+
+
+def swap_in(tmp: Path, target: Path) -> None:
+    """Rename folder `tmp` to `target`; an existing `target` is moved aside first, then removed.
+
+    `target` is never half-written: it is the old folder until one rename makes it the new.
+    """
+    if target.exists():
+        old = target.parent / f"{_TMP_PREFIX}old-{target.name}-{os.getpid()}"
+        target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(target)
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

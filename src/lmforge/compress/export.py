@@ -12,7 +12,6 @@ point leaves nothing at the target."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -28,7 +27,7 @@ from lmforge.compress.gguf_writer import (
     write_modelfile,
 )
 from lmforge.errors import InvalidInputError, LmforgeError
-from lmforge.store import Store
+from lmforge.store import Store, swap_in
 
 FORMATS = ("gguf", "hf")
 TYPES = ("f32", "f16", "q8_0", "q4_0")
@@ -239,13 +238,7 @@ def _atomic_folder(target: Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         yield tmp
-        if target.exists():  # overwrite: move the old one aside first, then swap
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
+        swap_in(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import InvalidInputError
+from lmforge.store import swap_in
 from lmforge.tune.config import TuneConfig
 
 
@@ -37,11 +38,7 @@ def save_checkpoint(folder: Path, model, optimizer, state: dict) -> None:
     )
     state = {**state, "python_rng": _jsonable(random.getstate())}
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, folder)
 
 
 def load_checkpoint(folder: Path, model, optimizer) -> dict:

@@ -237,14 +237,14 @@ def _classify(obj: dict, where: str) -> str:
     raise InvalidInputError(f"{where}: the record has {what}: {sorted(obj)}", _FIX_FORMAT)
 
 
-def _text_field(obj: dict, key: str, where: str) -> str:
-    """obj[key], checked to be a non-empty string."""
+def text_field(obj: dict, key: str, where: str, fix: str = _FIX_FORMAT) -> str:
+    """obj[key], checked to be a non-empty string; errors name `where` and suggest `fix`."""
     if key not in obj:
-        raise InvalidInputError(f"{where}: missing key {key!r}", _FIX_FORMAT)
+        raise InvalidInputError(f"{where}: missing key {key!r}", fix)
     value = obj[key]
     if not isinstance(value, str):
         raise InvalidInputError(
-            f"{where}: {key!r} must be a string, got {type(value).__name__}", _FIX_FORMAT
+            f"{where}: {key!r} must be a string, got {type(value).__name__}", fix
         )
     if not value.strip():
         raise InvalidInputError(f"{where}: {key!r} is empty", "remove the record or fill it in")
@@ -266,14 +266,14 @@ def _with_eos(ids: list[int], eos: int) -> list[int]:
 
 def _encode_text(obj: dict, tokenizer, where: str) -> tuple[list[int], list[int]]:
     """Loss on every token but the first; eos appended."""
-    ids = _with_eos(_encode(tokenizer, _text_field(obj, "text", where)), tokenizer.eos_token_id)
+    ids = _with_eos(_encode(tokenizer, text_field(obj, "text", where)), tokenizer.eos_token_id)
     return ids, [IGNORE, *ids[1:]]
 
 
 def _encode_instruction(obj: dict, tokenizer, where: str) -> tuple[list[int], list[int]]:
     """Loss on the completion's tokens and the appended eos, not on the prompt's."""
-    prompt = _text_field(obj, "prompt", where)
-    completion = _text_field(obj, "completion", where)
+    prompt = text_field(obj, "prompt", where)
+    completion = text_field(obj, "completion", where)
     # Tokenize the whole text once (as at inference) and split where it leaves the prompt's
     # own tokenization: a token merged across the boundary goes to the completion.
     prompt_ids = _encode(tokenizer, prompt)

@@ -29,7 +29,15 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import InvalidInputError
-from lmforge.tune.data import ROLES, DataStats, _check_file, _prefix_of, _records, _render
+from lmforge.tune.data import (
+    ROLES,
+    DataStats,
+    _check_file,
+    _prefix_of,
+    _records,
+    _render,
+    text_field,
+)
 from lmforge.tune.loss import _decoder_and_head
 
 KEYS = ("prompt", "chosen", "rejected")
@@ -97,7 +105,7 @@ def _encode_pair(obj: dict, tokenizer, where: str) -> tuple[list[int], list[int]
     missing = [key for key in KEYS if key not in obj]
     if missing:
         raise InvalidInputError(f"{where}: missing key(s) {', '.join(missing)}", _FIX)
-    chosen, rejected = (_reply(obj, key, where) for key in ("chosen", "rejected"))
+    chosen, rejected = (text_field(obj, key, where, _FIX) for key in ("chosen", "rejected"))
     if chosen == rejected:
         raise InvalidInputError(
             f"{where}: 'chosen' and 'rejected' are the same text, so there is no preference",
@@ -142,17 +150,6 @@ def _common(a: list[int], b: list[int]) -> int:
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n
-
-
-def _reply(obj: dict, key: str, where: str) -> str:
-    value = obj[key]
-    if not isinstance(value, str):
-        raise InvalidInputError(
-            f"{where}: {key!r} must be a string, got {type(value).__name__}", _FIX
-        )
-    if not value.strip():
-        raise InvalidInputError(f"{where}: {key!r} is empty", "remove the record or fill it in")
-    return value
 
 
 def _prompt_messages(prompt, where: str) -> list[dict]:
