@@ -106,7 +106,8 @@ def start_batch(decoder: Decoder, prompts: list[list[int]], room: int):
     """Left-pad `prompts` and open a cache for them plus `room` more positions.
 
     Returns ids (B, T), the cache (padding marked in `key_valid`) and the rotary positions
-    (B, T) that make every row start at 0, or None when no row is padded.
+    (B, T) that make every row start at `cache.pos` (0, or the length of a prompt/prefix
+    adapter's virtual prefix), or None when no row is padded.
     """
     width = max(len(p) for p in prompts)
     ids = torch.zeros(len(prompts), width, dtype=torch.long)
@@ -116,11 +117,12 @@ def start_batch(decoder: Decoder, prompts: list[list[int]], room: int):
         mask[row, width - len(p) :] = True
     device = decoder.device
     cache = decoder.new_cache(len(prompts), width + room)
+    start = cache.pos  # a virtual prefix fills the first positions
     positions = None
     if not bool(mask.all()):
-        cache.key_valid[:, :width] = mask.to(device)
+        cache.key_valid[:, start : start + width] = mask.to(device)
         cache.padded = True
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0).to(device)
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0).to(device) + start
     return ids.to(device), cache, positions
 
 
@@ -151,12 +153,14 @@ def stream_batch(
     device = decoder.device
     ids, cache, positions = start_batch(decoder, prompts, max_new)
     padded = positions is not None
-    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    lengths = torch.tensor([len(p) for p in prompts], device=device) + cache.pos  # + any prefix
 
     sampler = Sampler(params, B, decoder.vocab_size, device)
     # padding must not count as seen: fill it with each row's own last prompt token
     sampler.observe(
-        ids if not padded else torch.where(cache.key_valid[:, : ids.shape[1]], ids, ids[:, -1:])
+        ids
+        if not padded
+        else torch.where(cache.key_valid[:, cache.pos : cache.pos + width], ids, ids[:, -1:])
     )
     detoks = [IncrementalDetokenizer(tokenizer) for _ in range(B)]
     stops = [StopMatcher(params.stop) for _ in range(B)]

@@ -10,14 +10,24 @@ import torch
 
 
 class _HFCache:
-    def __init__(self, batch: int, max_len: int, device):
+    def __init__(self, batch: int, max_len: int, device, dtype: torch.dtype = torch.float32):
         from transformers import DynamicCache
 
+        self.dtype = dtype
         self.dynamic = DynamicCache()
         self.key_valid = torch.ones(batch, max_len, dtype=torch.bool, device=device)
         self.max_len = max_len
         self.pos = 0
         self.padded = False
+
+    def prefill(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Open with a fixed prefix: per layer k, v (1, n_kv, n, head_dim), for every row."""
+        batch = self.key_valid.shape[0]
+        dtype = self.dtype
+        for layer, (k, v) in enumerate(kv):
+            k, v = k.to(dtype).expand(batch, -1, -1, -1), v.to(dtype).expand(batch, -1, -1, -1)
+            self.dynamic.update(k.contiguous(), v.contiguous(), layer)
+        self.pos = kv[0][0].shape[2]
 
     def select(self, rows: torch.Tensor) -> _HFCache:
         """Keep rows `rows` (R,) of the batch (in place; returns self)."""
@@ -42,7 +52,7 @@ class HFDecoder:
         self.device = next(hf_model.parameters()).device
 
     def new_cache(self, batch: int, max_len: int) -> _HFCache:
-        return _HFCache(batch, max_len, self.device)
+        return _HFCache(batch, max_len, self.device, next(self.model.parameters()).dtype)
 
     @torch.inference_mode()
     def forward(

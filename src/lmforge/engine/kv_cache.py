@@ -42,6 +42,14 @@ class KVCache:
         self.v[layer][:, :, self.pos : end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
+    def prefill(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Open with a fixed prefix: per layer k, v (1, n_kv, n, head_dim), for every row."""
+        n = kv[0][0].shape[2]
+        for layer, (k, v) in enumerate(kv):
+            self.k[layer][:, :, :n] = k.to(self.k[layer].dtype)
+            self.v[layer][:, :, :n] = v.to(self.v[layer].dtype)
+        self.pos = n
+
     def select(self, rows: torch.Tensor) -> KVCache:
         """A new cache holding rows `rows` (R,) of this one, e.g. one context per choice."""
         out = KVCache.__new__(KVCache)

@@ -146,12 +146,16 @@ class Scorer:
     def _score_tree(self, tree: _Tree) -> list[list[ContinuationScore]]:
         dec, device = self.decoder, self.decoder.device
         cache = dec.new_cache(1, tree.size)
+        start = cache.pos  # a prompt/prefix adapter's virtual prefix, seen by every node
+        mask = tree.mask().to(device)  # (1, 1, T, T)
+        if start:
+            mask = torch.cat([mask.new_ones(*mask.shape[:-1], start), mask], dim=-1)
         at = sorted({n for path in tree.paths for nodes in path for n in nodes})
         logits = dec.forward(
             torch.tensor([tree.tokens], device=device),
             cache,
-            torch.tensor([tree.depth], device=device),
-            attn_mask=tree.mask().to(device),
+            torch.tensor([tree.depth], device=device) + start,
+            attn_mask=mask,
             logits_at=torch.tensor(at, device=device),
         )[0]  # (K, vocab), row j for node at[j]
         row_of = {n: j for j, n in enumerate(at)}

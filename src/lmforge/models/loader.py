@@ -90,12 +90,12 @@ def load(
         from lmforge.tune.merge import apply_adapter
 
         hf, tok = apply_adapter(artifact, store or Store())
-        if hasattr(hf, "peft_config"):
-            raise InvalidInputError(
-                f"{name} is a prompt/prefix adapter, which the inference engine cannot run yet",
-                "use a lora, dora or ia3 adapter for chat and serving",
-            )
-        return Model(hf, tok, dtype, name=name, artifact=artifact, compile=compile)
+        prefix = None
+        if hasattr(hf, "peft_config"):  # prompt/prefix tuning: a fixed key/value prefix
+            from lmforge.engine.prefix import virtual_prefix
+
+            prefix, hf = virtual_prefix(hf), hf.get_base_model()
+        return Model(hf, tok, dtype, name=name, artifact=artifact, compile=compile, prefix=prefix)
     formats.detect(folder)
     hf, tok = read_hf(folder, "hf")
     return Model(hf, tok, dtype, name=name, artifact=artifact, compile=compile)

@@ -59,7 +59,9 @@ class Model:
         name: str | None = None,
         artifact=None,
         compile: bool = False,
+        prefix=None,
     ):
+        """`prefix`: per-layer keys and values of a prompt/prefix adapter's virtual tokens."""
         self.hf_model = hf_model
         self.tokenizer = tokenizer
         self.dtype = check_dtype(dtype)
@@ -74,6 +76,10 @@ class Model:
             self.decoder = make_decoder(hf_model, self.dtype, compile=compile)
         except ValueError as e:
             raise InvalidInputError(str(e), "drop --compile") from e
+        if prefix is not None:
+            from lmforge.engine.prefix import PrefixDecoder
+
+            self.decoder = PrefixDecoder(self.decoder, prefix)
         self.eos_ids = self._eos_ids()
 
     def __repr__(self) -> str:
