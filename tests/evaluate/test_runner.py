@@ -5,7 +5,9 @@ import pytest
 import lmforge
 from lmforge import LmforgeError
 from lmforge.cli import main
+from lmforge.evaluate import report
 from lmforge.evaluate.runner import EvalConfig, evaluate, result_path, suite_tasks, write_result
+from lmforge.store import Store
 
 
 @pytest.fixture
@@ -75,7 +77,34 @@ def test_cli_eval_and_compare_html(tiny_model_dir, tmp_path, capsys):
     page = tmp_path / "cmp.html"
     main(["eval", "compare", "a", "b", "--html", str(page)])
     html = page.read_text()
-    assert html.count("data:image/png;base64,") == 3 and "<th>a</th>" in html
+    assert html.count("data:image/png;base64,") == 3 and "<th>a" in html
+    assert "decode tok/s" in html and "size on disk (MB)" in html
+    doc = json.loads((Store().get("a").path / "evals" / "core.json").read_text())
+    assert doc["decode"]["decode_tok_s"] > 0 and len(doc["decode"]["runs"]) == 3
+    assert doc["decode"]["energy_per_token_j"] > 0 and doc["size_mb"] > 0
+
+
+def doc(label, acc, tok_s, size):
+    return {
+        "label": label,
+        "summary": {"acc": acc},
+        "decode": {"decode_tok_s": tok_s},
+        "size_mb": size,
+    }
+
+
+def test_pareto_marks_the_models_no_other_beats_on_accuracy_speed_and_size():
+    docs = [
+        doc("fp32", 0.60, 50, 540),
+        doc("int8", 0.60, 100, 140),  # as accurate, faster and smaller: fp32 is dominated
+        doc("int4", 0.55, 130, 100),  # less accurate but faster and smaller: on the front
+        doc("pruned", 0.50, 90, 140),  # worse than int8 on everything: dominated
+        doc("copy", 0.60, 100, 140),  # equal to int8: neither dominates the other
+    ]
+    assert report.pareto(docs) == [False, True, True, False, True]
+    # a figure nobody measured is left out rather than counted as a loss
+    docs[1]["decode"] = None
+    assert report.pareto(docs)[1] is True
 
 
 def test_cli_eval_task_yaml(tiny_model_dir, tmp_path, capsys):

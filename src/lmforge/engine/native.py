@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.engine.kv_cache import KVCache
-from lmforge.engine.quant_linear import Linear, activation_dtype, make_linear
+from lmforge.engine.quant_linear import (
+    Linear,
+    QuantizedWeight,
+    activation_dtype,
+    make_linear,
+    quantized_linear,
+)
 
 # model_type -> what it needs beyond plain Llama
 SUPPORTED = {"llama": {}, "mistral": {}, "qwen2": {}, "qwen3": {"qk_norm": True}}
@@ -48,7 +54,15 @@ class _Layer:
 class NativeDecoder:
     """Prefill/decode for one model at one weight dtype ("fp32", "bf16", "int8", "int4")."""
 
-    def __init__(self, hf_model, dtype: str = "fp32", compile: bool = False):
+    def __init__(
+        self,
+        hf_model,
+        dtype: str = "fp32",
+        compile: bool = False,
+        quantized: dict[str, QuantizedWeight] | None = None,
+    ):
+        """`quantized`: stored int8/int4 weights by module name (a quantized artifact), used
+        as they are when `dtype` is their type; otherwise weights are quantized here."""
         cfg = hf_model.config
         if not supports(cfg):
             raise ValueError(f"native engine does not support model_type {cfg.model_type!r}")
@@ -62,35 +76,37 @@ class NativeDecoder:
         self.eps = cfg.rms_norm_eps
         self.vocab_size = cfg.vocab_size
         self.max_positions = cfg.max_position_embeddings
+        stored = quantized if quantized and dtype in ("int8", "int4") else None
+
+        def linear(*names: str) -> Linear:
+            """One (fused) linear layer from the modules `names`, their rows stacked."""
+            mods = [hf_model.get_submodule(n) for n in names]
+            bias = None if mods[0].bias is None else torch.cat([m.bias for m in mods])
+            if stored is not None:
+                return quantized_linear(QuantizedWeight.cat([stored[n] for n in names]), bias)
+            return make_linear(torch.cat([m.weight for m in mods]), bias, dtype)
+
         base = hf_model.model
         self.embed = base.embed_tokens.weight.detach().to(act)
         self.layers = []
-        for block in base.layers:
-            a, m = block.self_attn, block.mlp
-            qkv_w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
-            qkv_b = (
-                torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
-                if a.q_proj.bias is not None
-                else None
-            )
-            q_norm = getattr(a, "q_norm", None)
-            k_norm = getattr(a, "k_norm", None)
+        for i, block in enumerate(base.layers):
+            a, m = f"model.layers.{i}.self_attn", f"model.layers.{i}.mlp"
+            q_norm = getattr(block.self_attn, "q_norm", None)
+            k_norm = getattr(block.self_attn, "k_norm", None)
             self.layers.append(
                 _Layer(
                     ln1=block.input_layernorm.weight.detach().to(act),
-                    qkv=make_linear(qkv_w, qkv_b, dtype),
-                    o=make_linear(a.o_proj.weight, a.o_proj.bias, dtype),
+                    qkv=linear(f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj"),
+                    o=linear(f"{a}.o_proj"),
                     ln2=block.post_attention_layernorm.weight.detach().to(act),
-                    gate_up=make_linear(
-                        torch.cat([m.gate_proj.weight, m.up_proj.weight]), None, dtype
-                    ),
-                    down=make_linear(m.down_proj.weight, None, dtype),
+                    gate_up=linear(f"{m}.gate_proj", f"{m}.up_proj"),
+                    down=linear(f"{m}.down_proj"),
                     q_norm=None if q_norm is None else q_norm.weight.detach().to(act),
                     k_norm=None if k_norm is None else k_norm.weight.detach().to(act),
                 )
             )
         self.norm = base.norm.weight.detach().to(act)
-        self.lm_head = make_linear(hf_model.get_output_embeddings().weight, None, dtype)
+        self.lm_head = linear("lm_head")
         self._rotary = base.rotary_emb
         self._cos = self._sin = torch.empty(0, self.head_dim)
         self._step = None

@@ -14,6 +14,8 @@ slow path (192 us), hence bf16 activations.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -65,14 +67,76 @@ class DenseLinear:
         return w.float()
 
 
-class Int8Linear:
-    """Weight-only int8: symmetric, one fp scale per output channel."""
+@dataclass
+class QuantizedWeight:
+    """A weight (out, in) as it is stored: int8 per output channel, or int4 in input groups.
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    int8: w = q * scale, q int8 in [-127, 127], scale (out,) bf16.
+    int4: w = (q - 8) * scale + zero, q in [0, 15] (uint8, one value per byte in memory),
+    scale and zero (out, in // group_size) bf16; `zero` is stored the way the kernel reads it.
+    """
+
+    kind: str  # "int8" | "int4"
+    q: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor | None = None
+    group_size: int = 0
+
+    @classmethod
+    def int8(cls, weight: torch.Tensor) -> QuantizedWeight:
         w = weight.detach().float()
         scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0  # (out,)
-        self.qweight = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
-        self.scale = scale.to(torch.bfloat16)
+        q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        return cls("int8", q.contiguous(), scale.to(torch.bfloat16))
+
+    @classmethod
+    def int4(cls, weight: torch.Tensor, group_size: int = 32) -> QuantizedWeight:
+        out_f, in_f = weight.shape
+        if in_f % group_size:
+            raise ValueError(f"in_features {in_f} is not a multiple of group_size {group_size}")
+        w = weight.detach().float().reshape(out_f, in_f // group_size, group_size)
+        lo, hi = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+        scale = ((hi - lo) / 15.0).clamp(min=1e-8)
+        q = torch.round((w - lo) / scale).clamp(0, 15).to(torch.uint8).reshape(out_f, in_f)
+        zero = lo + 8.0 * scale  # the kernel computes (q - 8) * scale + zero
+        return cls(
+            "int4",
+            q.contiguous(),
+            scale.squeeze(-1).to(torch.bfloat16),
+            zero.squeeze(-1).to(torch.bfloat16),
+            group_size,
+        )
+
+    @classmethod
+    def cat(cls, parts: list[QuantizedWeight]) -> QuantizedWeight:
+        """Stack the rows of several weights (e.g. q, k, v into one fused matrix)."""
+        first = parts[0]
+        zero = None if first.zero is None else torch.cat([p.zero for p in parts])
+        return cls(
+            first.kind,
+            torch.cat([p.q for p in parts]),
+            torch.cat([p.scale for p in parts]),
+            zero,
+            first.group_size,
+        )
+
+    def dequantize(self) -> torch.Tensor:
+        """The float weight (out, in) these integers stand for."""
+        if self.kind == "int8":
+            return self.q.float() * self.scale.float()[:, None]
+        out_f, in_f = self.q.shape
+        q = self.q.float().reshape(out_f, -1, self.group_size) - 8.0
+        w = q * self.scale.float()[..., None] + self.zero.float()[..., None]
+        return w.reshape(out_f, in_f)
+
+
+class Int8Linear:
+    """Weight-only int8: symmetric, one bf16 scale per output channel."""
+
+    def __init__(self, weight: torch.Tensor | QuantizedWeight, bias: torch.Tensor | None):
+        qw = weight if isinstance(weight, QuantizedWeight) else QuantizedWeight.int8(weight)
+        self.qweight = qw.q
+        self.scale = qw.scale
         self.bias = None if bias is None else bias.detach().to(torch.bfloat16)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,33 +157,33 @@ class Int8Linear:
 class Int4Linear:
     """Weight-only int4, asymmetric, in groups of `group_size` input channels."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, group_size: int = 32):
-        out_f, in_f = weight.shape
-        if in_f % group_size:
-            raise ValueError(f"in_features {in_f} is not a multiple of group_size {group_size}")
+    def __init__(
+        self,
+        weight: torch.Tensor | QuantizedWeight,
+        bias: torch.Tensor | None,
+        group_size: int = 32,
+    ):
+        qw = (
+            weight
+            if isinstance(weight, QuantizedWeight)
+            else QuantizedWeight.int4(weight, group_size)
+        )
+        out_f, in_f = qw.q.shape
         # The packed kernel works on blocks of 16 output channels: pad with zero rows and
         # slice the output back (only layers like an odd-sized vocab pay for the slice).
         padded_out = -(-out_f // 16) * 16
-        w = weight.detach().float()
+        q, scale, zero = qw.q.to(torch.int32), qw.scale, qw.zero
         if padded_out != out_f:
-            w = torch.cat([w, w.new_zeros(padded_out - out_f, in_f)])
-        w = w.reshape(padded_out, in_f // group_size, group_size)
-        lo, hi = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
-        scale = ((hi - lo) / 15.0).clamp(min=1e-8)
-        q = torch.round((w - lo) / scale).clamp(0, 15).to(torch.int32).reshape(padded_out, in_f)
-        # The kernel wants zero points stored as (lo + 8 * scale): it computes (q - 8) * s + z.
-        zeros = lo + 8.0 * scale
-        self.group_size = group_size
+            extra = padded_out - out_f
+            q = torch.cat([q, q.new_full((extra, in_f), 8)])  # (8 - 8) * 1 + 0 = 0
+            scale = torch.cat([scale, scale.new_ones(extra, scale.shape[1])])
+            zero = torch.cat([zero, zero.new_zeros(extra, zero.shape[1])])
+        self.group_size = qw.group_size
         self.out_features = out_f
         self.packed_in_features = in_f
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)
         # (groups, out, 2): scale and zero for each group and channel
-        self.scales_zeros = (
-            torch.stack([scale.squeeze(-1), zeros.squeeze(-1)], dim=-1)
-            .transpose(0, 1)
-            .contiguous()
-            .to(torch.bfloat16)
-        )
+        self.scales_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous()
         self.bias = None if bias is None else bias.detach().to(torch.bfloat16)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,10 +222,17 @@ def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, dtype: str) -> 
         return DenseLinear(weight, bias, torch.float32)
     if dtype == "bf16":
         return DenseLinear(weight, bias, torch.bfloat16)
-    if dtype == "int8":
-        return Int8Linear(weight, bias)
-    if dtype == "int4":
-        if weight.shape[1] % 32:  # groups must tile the input; such a layer stays int8
-            return Int8Linear(weight, bias)
-        return Int4Linear(weight, bias)
+    if dtype in ("int8", "int4"):
+        return quantized_linear(quantize_weight(weight, dtype), bias)
     raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+
+
+def quantize_weight(weight: torch.Tensor, dtype: str, group_size: int = 32) -> QuantizedWeight:
+    """int8 per channel, or int4 in groups; a layer whose width groups cannot tile stays int8."""
+    if dtype == "int4" and weight.shape[1] % group_size == 0:
+        return QuantizedWeight.int4(weight, group_size)
+    return QuantizedWeight.int8(weight)
+
+
+def quantized_linear(weight: QuantizedWeight, bias: torch.Tensor | None) -> Int8Linear | Int4Linear:
+    return Int8Linear(weight, bias) if weight.kind == "int8" else Int4Linear(weight, bias)

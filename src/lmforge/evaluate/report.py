@@ -17,6 +17,7 @@ HEADLINES = [
     ("ece", "ECE", "{:.3f}"),
     ("worst_case_acc", "worst-case acc", "{:.3f}"),
     ("flip_rate", "flip rate", "{:.3f}"),
+    ("fairness_gap", "fairness gap", "{:.3f}"),
     ("stereotype_rate", "stereotype rate", "{:.3f}"),
     ("toxic_rate", "toxic rate", "{:.3f}"),
     ("items_per_s", "items/s", "{:.1f}"),
@@ -33,8 +34,13 @@ def print_result(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{doc['model']['name']} ({doc['model']['dtype']}) on {doc['suite']}")
+    from lmforge.evaluate.runner import HEADLINE_FIGURES
+
     rows = {
-        task: {k: v for fam in families.values() for k, v in fam.items() if not isinstance(v, dict)}
+        task: {
+            name: families.get(family, {}).get(key)
+            for name, (family, key) in HEADLINE_FIGURES.items()
+        }
         for task, families in doc["tasks"].items()
     }
     summary = doc.get("summary", {})
@@ -82,17 +88,68 @@ def load_results(names: tuple[str, ...] | list[str], suite: str) -> list[dict[st
     return docs
 
 
+# Cost figures of a result document, shown under the headline figures in a comparison.
+COSTS = [
+    ("size_mb", "size on disk (MB)", "{:.1f}"),
+    ("peak_memory_mb", "peak memory (MB)", "{:.0f}"),
+    ("decode_tok_s", "decode tok/s", "{:.1f}"),
+    ("energy_per_token_mj", "energy / token (mJ)", "{:.1f}"),
+]
+
+
+def costs(doc: dict[str, Any]) -> dict[str, float | None]:
+    decode = doc.get("decode") or {}
+    energy = decode.get("energy_per_token_j")
+    return {
+        "size_mb": doc.get("size_mb") if doc.get("size_mb") is not None else _size_mb(doc),
+        "peak_memory_mb": doc.get("peak_memory_mb"),
+        "decode_tok_s": decode.get("decode_tok_s"),
+        "energy_per_token_mj": None if energy is None else energy * 1e3,
+    }
+
+
+def pareto(docs: list[dict[str, Any]]) -> list[bool]:
+    """Which models no other model beats on accuracy, decode speed and size all at once.
+
+    A model is dominated when another is at least as accurate, at least as fast and at most
+    as large, and strictly better on one of them. Missing figures are left out of the test.
+    """
+    points = []
+    for d in docs:
+        c = costs(d)
+        points.append((d.get("summary", {}).get("acc"), c["decode_tok_s"], c["size_mb"]))
+
+    def no_worse(a, b):  # a no worse than b on every figure both have
+        pairs = [(a[0], b[0], 1), (a[1], b[1], 1), (a[2], b[2], -1)]
+        known = [(x, y, sign) for x, y, sign in pairs if x is not None and y is not None]
+        return known, all(sign * (x - y) >= 0 for x, y, sign in known)
+
+    out = []
+    for i, p in enumerate(points):
+        dominated = False
+        for j, q in enumerate(points):
+            known, ok = no_worse(q, p)
+            if i != j and known and ok and any(x != y for x, y, _ in known):
+                dominated = True
+                break
+        out.append(not dominated)
+    return out
+
+
 def print_compare(docs: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="comparison")
+    table = Table(title="comparison (* = Pareto-optimal on accuracy, decode tok/s and size)")
     table.add_column("figure")
-    for d in docs:
-        table.add_column(d["label"], justify="right")
+    for d, best in zip(docs, pareto(docs), strict=True):
+        table.add_column(d["label"] + (" *" if best else ""), justify="right")
     for key, label, pattern in HEADLINES:
-        table.add_row(label, *(_fmt(d.get("summary", {}).get(key), pattern) for d in docs))
-    table.add_row("size (MB)", *(_fmt(_size_mb(d), "{:.0f}") for d in docs))
+        values = [d.get("summary", {}).get(key) for d in docs]
+        if any(isinstance(v, int | float) for v in values):
+            table.add_row(label, *(_fmt(v, pattern) for v in values))
+    for key, label, pattern in COSTS:
+        table.add_row(label, *(_fmt(costs(d)[key], pattern) for d in docs))
     Console().print(table)
 
 
@@ -116,7 +173,8 @@ def _png(fig) -> str:
 
 
 def plots(docs: list[dict[str, Any]]) -> dict[str, str]:
-    """Base64 PNGs: accuracy vs items/s, accuracy vs size, and a radar of the families."""
+    """Base64 PNGs: accuracy vs decode tok/s and vs size (Pareto-optimal models as stars),
+    and a radar of the families."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,15 +183,16 @@ def plots(docs: list[dict[str, Any]]) -> dict[str, str]:
     from matplotlib.ticker import MaxNLocator
 
     out = {}
+    front = pareto(docs)
     for key, xlabel, getter in (
-        ("speed", "items/s", lambda d: d.get("summary", {}).get("items_per_s")),
-        ("size", "size (MB)", _size_mb),
+        ("speed", "decode tok/s", lambda d: costs(d)["decode_tok_s"]),
+        ("size", "size on disk (MB)", lambda d: costs(d)["size_mb"]),
     ):
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        for d in docs:
+        for d, best in zip(docs, front, strict=True):
             x, y = getter(d), d.get("summary", {}).get("acc")
             if x is not None and y is not None:
-                ax.scatter([x], [y], s=60)
+                ax.scatter([x], [y], s=80 if best else 40, marker="*" if best else "o")
                 ax.annotate(d["label"], (x, y), textcoords="offset points", xytext=(5, 5))
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.ticklabel_format(axis="x", useOffset=False, style="plain")
@@ -183,16 +242,20 @@ th:first-child, td:first-child { text-align: left; }
 .plots img { margin: .5rem; border: 1px solid #eee; }
 </style></head><body>
 <h1>Model comparison</h1>
-<p>Suite <b>{{ suite }}</b>. Figures are means over tasks; see each result file for per-item records.</p>
+<p>Suite <b>{{ suite }}</b>. Figures are means over tasks; see each result file for per-item records.
+&#9733; marks the Pareto-optimal models: none other is at least as accurate, as fast to decode and as small, and better on one.</p>
 <table>
-<tr><th>figure</th>{% for d in docs %}<th>{{ d.label }}</th>{% endfor %}</tr>
+<tr><th>figure</th>{% for d in docs %}<th>{{ d.label }}{% if front[loop.index0] %} &#9733;{% endif %}</th>{% endfor %}</tr>
 {% for key, label, pattern in headlines %}
 <tr><td>{{ label }}</td>{% for d in docs %}<td>{{ fmt(d.summary.get(key), pattern) }}</td>{% endfor %}</tr>
+{% endfor %}
+{% for key, label, pattern in cost_rows %}
+<tr><td>{{ label }}</td>{% for d in docs %}<td>{{ fmt(costs(d)[key], pattern) }}</td>{% endfor %}</tr>
 {% endfor %}
 <tr><td>energy (J)</td>{% for d in docs %}<td>{{ fmt((d.energy or {}).get('joules'), '{:.0f}') }} {{ (d.energy or {}).get('method', '') }}</td>{% endfor %}</tr>
 </table>
 <div class="plots">
-<img alt="accuracy against items per second" src="data:image/png;base64,{{ plots.speed }}">
+<img alt="accuracy against decode tokens per second" src="data:image/png;base64,{{ plots.speed }}">
 <img alt="accuracy against size" src="data:image/png;base64,{{ plots.size }}">
 <img alt="radar of the metric families" src="data:image/png;base64,{{ plots.radar }}">
 </div>
@@ -206,7 +269,14 @@ def write_html(docs: list[dict[str, Any]], path: str | Path) -> Path:
 
     env = jinja2.Environment(autoescape=True)
     html = env.from_string(_PAGE).render(
-        docs=docs, suite=docs[0].get("suite", ""), headlines=HEADLINES, fmt=_fmt, plots=plots(docs)
+        docs=docs,
+        suite=docs[0].get("suite", ""),
+        headlines=HEADLINES,
+        cost_rows=COSTS,
+        costs=costs,
+        front=pareto(docs),
+        fmt=_fmt,
+        plots=plots(docs),
     )
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -48,7 +48,13 @@ class EvalConfig:
     seed: int = field(
         default=0, metadata={"help": "Seed for perturbations and bootstrap intervals."}
     )
-    dtype: str = field(default="fp32", metadata={"help": "Weight type for inference."})
+    dtype: str | None = field(
+        default=None, metadata={"help": "Weight type (default: fp32, or a quantized model's own)."}
+    )
+    decode_tokens: int = field(
+        default=64,
+        metadata={"help": "Tokens per decode-speed run (3 runs, greedy); 0 skips it."},
+    )
     endpoint: str | None = field(
         default=None, metadata={"help": "OpenAI-compatible base URL: run generate tasks there."}
     )
@@ -431,6 +437,11 @@ def evaluate(model, config: EvalConfig) -> dict[str, Any]:
                 records, names, {k: v for k, v in options.items() if k in names}
             )
             all_records.extend(records)
+    decode = None
+    if model is not None and config.decode_tokens > 0:  # tok/s and J/token for the frontier
+        from lmforge.evaluate.metrics.efficiency import decode_speed
+
+        decode = decode_speed(model, config.decode_tokens)
     doc = {
         "suite": config.suite,
         "model": {
@@ -445,6 +456,8 @@ def evaluate(model, config: EvalConfig) -> dict[str, Any]:
         "wall_s": round(time.perf_counter() - started, 3),
         "peak_memory_mb": peak_memory_mb(),
         "energy": energy.result,
+        "decode": decode,
+        "size_mb": model_size_mb(model),
         "tasks": results,
         "summary": summarise(results),
         "records": all_records,
@@ -452,18 +465,23 @@ def evaluate(model, config: EvalConfig) -> dict[str, Any]:
     return doc
 
 
+# The headline figure of each family: summary name -> (family, key in its result)
+HEADLINE_FIGURES = {
+    "acc": ("accuracy", "acc"),
+    "acc_norm": ("accuracy", "acc_norm"),
+    "ece": ("calibration", "ece"),
+    "worst_case_acc": ("robustness", "worst_case_acc"),
+    "flip_rate": ("fairness", "max_flip_rate"),
+    "fairness_gap": ("fairness", "max_abs_gap"),
+    "stereotype_rate": ("bias", "stereotype_rate"),
+    "toxic_rate": ("toxicity", "toxic_rate"),
+    "items_per_s": ("efficiency", "items_per_s"),
+}
+
+
 def summarise(results: dict[str, dict]) -> dict[str, float]:
     """Mean of the headline figure of each family across tasks (items-weighted where known)."""
-    picks = {
-        "acc": ("accuracy", "acc"),
-        "acc_norm": ("accuracy", "acc_norm"),
-        "ece": ("calibration", "ece"),
-        "worst_case_acc": ("robustness", "worst_case_acc"),
-        "flip_rate": ("fairness", "flip_rate"),
-        "stereotype_rate": ("bias", "stereotype_rate"),
-        "toxic_rate": ("toxicity", "toxic_rate"),
-        "items_per_s": ("efficiency", "items_per_s"),
-    }
+    picks = HEADLINE_FIGURES
     out = {}
     for name, (family, key) in picks.items():
         values = [
@@ -500,3 +518,22 @@ def result_path(model, suite: str, out: str | Path | None = None) -> Path:
             "pass --out FILE, or import it first: lmforge models import PATH --name NAME",
         )
     return model.artifact.path / "evals" / f"{name}.json"
+
+
+def evaluate_artifact(
+    name: str, suite: str = "core", config: EvalConfig | None = None
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate a store artifact on `suite` and write evals/<suite>.json into it (`--eval`)."""
+    from lmforge.models.loader import load
+
+    config = config or EvalConfig(suite=suite)
+    model = load(name, dtype=config.dtype)
+    path = result_path(model, config.suite)
+    doc = evaluate(model, config)
+    return doc, write_result(doc, path)
+
+
+def model_size_mb(model) -> float | None:
+    """Size on disk of a model's artifact (all its files), in MB; None when not in the store."""
+    artifact = getattr(model, "artifact", None)
+    return None if artifact is None else round(artifact.size_bytes() / 1e6, 2)

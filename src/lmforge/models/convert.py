@@ -25,6 +25,10 @@ def read_hf(source: Path, kind: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
+    if kind == "hf" and (source / "quantization.json").is_file():  # lmforge quantize's folder
+        from lmforge.compress.quantize import read_quantized
+
+        return read_quantized(source)[:2]
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             if kind == "gguf":

@@ -64,7 +64,7 @@ def resolve(
 
 def load(
     name_or_path: str | Path | None = None,
-    dtype: str = "fp32",
+    dtype: str | None = None,
     *,
     store: Store | None = None,
     allow_download: bool = False,
@@ -72,11 +72,14 @@ def load(
 ) -> Model:
     """Load a model by store name, local path (HF folder or .gguf), or the default (None).
 
+    `dtype` (fp32, bf16, int8, int4): None means fp32, or a quantized artifact's own type.
+
     `compile=True` compiles the batch-1 decode step (fp32/int8): ~1 minute once, then faster
     decoding. `allow_download=True` lets a hub id (`org/name`) that is not a local path be fetched by
     `transformers`; it is off by default and never used in tests.
     """
-    check_dtype(dtype)
+    if dtype is not None:
+        check_dtype(dtype)
     if allow_download and name_or_path and not Path(str(name_or_path)).expanduser().exists():
         if str(name_or_path).count("/") != 1:
             raise InvalidInputError(f"{name_or_path!r} is not a hub id", "use the form org/name")
@@ -84,7 +87,7 @@ def load(
 
         tok = AutoTokenizer.from_pretrained(str(name_or_path))
         hf = AutoModelForCausalLM.from_pretrained(str(name_or_path), use_safetensors=True)
-        return Model(hf.eval(), tok, dtype, name=str(name_or_path), compile=compile)
+        return Model(hf.eval(), tok, dtype or "fp32", name=str(name_or_path), compile=compile)
     folder, name, artifact = resolve(name_or_path, store)
     if artifact is not None and artifact.kind == "adapter":
         from lmforge.tune.merge import apply_adapter
@@ -95,7 +98,16 @@ def load(
             from lmforge.engine.prefix import virtual_prefix
 
             prefix, hf = virtual_prefix(hf), hf.get_base_model()
-        return Model(hf, tok, dtype, name=name, artifact=artifact, compile=compile, prefix=prefix)
+        return Model(
+            hf, tok, dtype or "fp32", name=name, artifact=artifact, compile=compile, prefix=prefix
+        )
     formats.detect(folder)
+    from lmforge.compress.quantize import is_quantized, read_quantized
+
+    if is_quantized(folder):  # the stored integers run as they are; dtype defaults to theirs
+        hf, tok, parts, qtype = read_quantized(folder)
+        return Model(
+            hf, tok, dtype or qtype, name=name, artifact=artifact, compile=compile, quantized=parts
+        )
     hf, tok = read_hf(folder, "hf")
-    return Model(hf, tok, dtype, name=name, artifact=artifact, compile=compile)
+    return Model(hf, tok, dtype or "fp32", name=name, artifact=artifact, compile=compile)

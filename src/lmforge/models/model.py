@@ -60,8 +60,10 @@ class Model:
         artifact=None,
         compile: bool = False,
         prefix=None,
+        quantized=None,
     ):
-        """`prefix`: per-layer keys and values of a prompt/prefix adapter's virtual tokens."""
+        """`prefix`: per-layer keys and values of a prompt/prefix adapter's virtual tokens;
+        `quantized`: a quantized artifact's stored weights, by module name."""
         self.hf_model = hf_model
         self.tokenizer = tokenizer
         self.dtype = check_dtype(dtype)
@@ -73,7 +75,7 @@ class Model:
                 "drop --compile or change --dtype",
             )
         try:
-            self.decoder = make_decoder(hf_model, self.dtype, compile=compile)
+            self.decoder = make_decoder(hf_model, self.dtype, compile=compile, quantized=quantized)
         except ValueError as e:
             raise InvalidInputError(str(e), "drop --compile") from e
         if prefix is not None:

@@ -191,3 +191,42 @@ class EnergyMeter:
             f"{self.watts_per_core:g} W per busy core (assumed constant)"
         )
         return {"joules": cpu_s * self.watts_per_core, "method": "estimated", "note": note}
+
+
+DECODE_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+
+
+def decode_speed(model, new_tokens: int = 64, repeats: int = 3) -> dict:
+    """Single-stream greedy decode speed and energy per token of a loaded `Model`.
+
+    Generates exactly `new_tokens` tokens (EOS ignored) from one fixed prompt `repeats` times
+    after a warm-up; tok/s counts the tokens after the first over the time after the first
+    (prefill excluded), the median of the runs is the figure.
+    """
+    import statistics
+
+    from lmforge.engine.generate import generate_batch
+    from lmforge.engine.params import SamplingParams
+
+    prompt = [model.encode(DECODE_PROMPT)]
+    params = SamplingParams(max_tokens=new_tokens)
+
+    def run():
+        return generate_batch(model.decoder, model.tokenizer, prompt, params)[0]
+
+    run()  # warm-up: first-call allocations, lazy tables
+    speeds, tokens = [], 0
+    with EnergyMeter() as meter:
+        for _ in range(repeats):
+            done = run()
+            tokens += len(done.token_ids)
+            if done.decode_s > 0:
+                speeds.append((len(done.token_ids) - 1) / done.decode_s)
+    energy = meter.result or {}
+    return {
+        "decode_tok_s": round(statistics.median(speeds), 2) if speeds else None,
+        "runs": [round(s, 2) for s in speeds],
+        "new_tokens": new_tokens,
+        "energy_per_token_j": round(energy.get("joules", 0.0) / tokens, 5) if tokens else None,
+        "energy_method": energy.get("method"),
+    }

@@ -1,0 +1,251 @@
+"""`lmforge quantize`: weight-only int8 / int4 artifacts, stored as the engine runs them.
+
+A quantized artifact's `model/` folder holds `config.json`, the tokenizer, and
+`model.safetensors` with, for every linear layer of the decoder and the LM head, the
+integers and scales of `engine.quant_linear.QuantizedWeight` (`<module>.q`, `.scale`, and
+`.zero` for int4, whose 4-bit values are packed two to a byte), the embedding as int8 rows
+(or nothing, when it is tied to an int8 LM head), and norms and biases in fp32.
+`quantization.json` says what is there. Loading gives the engine those very integers
+(bit-exact: nothing is re-quantized), and `transformers` a model with the dequantized
+weights, so that every other step (eval, tune, export) works on what the kernels compute.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import InvalidInputError
+from lmforge.store import Artifact, Store
+
+MANIFEST = "quantization.json"
+TYPES = ("int8", "int4")
+
+
+@dataclass
+class QuantizeConfig:
+    """What `lmforge quantize` does; the CLI flags come from these fields."""
+
+    type: str = field(default="int8", metadata={"help": "int8 (per channel) or int4 (grouped)."})
+    group_size: int = field(
+        default=32, metadata={"help": "int4: input channels per scale (must divide every width)."}
+    )
+
+    def validate(self) -> QuantizeConfig:
+        if self.type not in TYPES:
+            raise InvalidInputError(
+                f"unknown quantization type {self.type!r}", f"use one of: {', '.join(TYPES)}"
+            )
+        if not isinstance(self.group_size, int) or self.group_size < 2:
+            raise InvalidInputError(
+                f"invalid group size {self.group_size!r}", "use a positive even integer, e.g. 32"
+            )
+        return self
+
+
+def is_quantized(folder: Path) -> bool:
+    return (folder / MANIFEST).is_file()
+
+
+def linear_names(model) -> list[str]:
+    """The modules the engine runs as quantized linears: every decoder linear and the LM head."""
+    import torch
+
+    names = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and ".layers." in f".{n}"
+    ]
+    return [*names, "lm_head"]
+
+
+def check_widths(config: dict[str, Any], qc: QuantizeConfig) -> None:
+    """int4 needs the group size to divide every input width; say so before loading weights."""
+    if qc.type != "int4":
+        return
+    heads = config.get("num_attention_heads", 1)
+    head_dim = config.get("head_dim") or config.get("hidden_size", 0) // max(heads, 1)
+    widths = {
+        "hidden_size": config.get("hidden_size"),
+        "intermediate_size": config.get("intermediate_size"),
+        "attention output (heads x head_dim)": heads * head_dim,
+    }
+    for what, width in widths.items():
+        if isinstance(width, int) and width % qc.group_size:
+            raise InvalidInputError(
+                f"int4 group size {qc.group_size} does not divide the model's {what} ({width})",
+                "pick a group size that divides it (e.g. 32 or 64), or use --type int8",
+            )
+
+
+def quantize_model(model, qc: QuantizeConfig) -> dict:
+    """{module name: QuantizedWeight} for the engine's linears and (as int8) the embedding."""
+    from lmforge.engine.quant_linear import QuantizedWeight
+
+    parts = {}
+    for name in linear_names(model):
+        w = model.get_submodule(name).weight
+        parts[name] = (
+            QuantizedWeight.int4(w, qc.group_size) if qc.type == "int4" else QuantizedWeight.int8(w)
+        )
+    embed = model.get_input_embeddings().weight
+    tied = embed is model.get_output_embeddings().weight
+    # An int8 LM head tied to the embedding serves as the embedding too; else int8 rows.
+    if not (tied and qc.type == "int8"):
+        parts["model.embed_tokens"] = QuantizedWeight.int8(embed)
+    return parts
+
+
+def _pack_nibbles(q):  # (out, in) values 0..15 -> (out, in / 2) uint8
+    return (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
+
+
+def _unpack_nibbles(packed):
+    import torch
+
+    out = torch.empty(packed.shape[0], packed.shape[1] * 2, dtype=torch.uint8)
+    out[:, 0::2], out[:, 1::2] = packed & 0x0F, packed >> 4
+    return out
+
+
+def save_quantized(model, tokenizer, parts: dict, qc: QuantizeConfig, folder: Path) -> None:
+    """Write the quantized folder described at the top of this module."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, qw in parts.items():
+        tensors[f"{name}.q"] = _pack_nibbles(qw.q) if qw.kind == "int4" else qw.q
+        tensors[f"{name}.scale"] = qw.scale.contiguous()
+        if qw.zero is not None:
+            tensors[f"{name}.zero"] = qw.zero.contiguous()
+    quantized = {f"{n}.weight" for n in parts} | {"model.embed_tokens.weight", "lm_head.weight"}
+    for key, value in model.state_dict().items():
+        if key not in quantized:
+            tensors[key] = value.detach().float().contiguous()
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "lmforge-quant"})
+    model.config.save_pretrained(folder)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    manifest = {
+        "type": qc.type,
+        "group_size": qc.group_size if qc.type == "int4" else None,
+        "modules": {n: {"kind": qw.kind, "group_size": qw.group_size} for n, qw in parts.items()},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def read_quantized(folder: Path):
+    """(transformers model with dequantized weights, tokenizer, {name: QuantizedWeight}, type)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from lmforge.engine.quant_linear import QuantizedWeight
+
+    manifest = json.loads((folder / MANIFEST).read_text())
+    tensors = load_file(str(folder / "model.safetensors"))
+    parts = {}
+    for name, info in manifest["modules"].items():
+        q = tensors.pop(f"{name}.q")
+        parts[name] = QuantizedWeight(
+            info["kind"],
+            _unpack_nibbles(q) if info["kind"] == "int4" else q,
+            tensors.pop(f"{name}.scale"),
+            tensors.pop(f"{name}.zero", None),
+            info["group_size"],
+        )
+    config = AutoConfig.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    state = dict(tensors)
+    for name, qw in parts.items():
+        state[f"{name}.weight"] = qw.dequantize()
+    if "model.embed_tokens" not in parts:  # tied to the int8 LM head
+        state["model.embed_tokens.weight"] = state["lm_head.weight"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        from lmforge.errors import ModelLoadError
+
+        raise ModelLoadError(
+            f"{folder} does not match its config (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]})",
+            "re-run lmforge quantize",
+        )
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    return model.eval(), tokenizer, parts, manifest["type"]
+
+
+def quantize(
+    model: str | Path | None,
+    out: str,
+    config: QuantizeConfig | None = None,
+    *,
+    store: Store | None = None,
+    overwrite: bool = False,
+) -> Artifact:
+    """Quantize `model` (name, path, or None = default) into the artifact `out`."""
+    from lmforge.models.convert import read_hf
+    from lmforge.models.loader import resolve
+    from lmforge.store import check_name
+
+    qc = (config or QuantizeConfig()).validate()
+    store = store or Store()
+    check_name(out)
+    if store.exists(out) and not overwrite:
+        raise InvalidInputError(
+            f"an artifact named {out!r} already exists", "choose another --out, or pass --force"
+        )
+    folder, name, _ = resolve(model, store)
+    if is_quantized(folder):
+        raise InvalidInputError(
+            f"{name} is already quantized", "quantize its parent (the full-precision model)"
+        )
+    if folder.is_dir():
+        check_widths(json.loads((folder / "config.json").read_text()), qc)
+    started = time.perf_counter()
+    source, tokenizer = read_hf(folder, "gguf" if folder.is_file() else "hf")
+    check_widths(source.config.to_dict(), qc)
+    from lmforge.engine.native import supports
+
+    if not supports(source.config):
+        raise InvalidInputError(
+            f"the native engine does not run model_type {source.config.model_type!r}, "
+            "so it has no int8/int4 kernels for it",
+            "quantize a Llama, Mistral or Qwen2/3 model",
+        )
+    parts = quantize_model(source, qc)
+    params = sum(p.numel() for p in source.parameters())
+    with store.create(
+        out, step="quantize", parent=name, config=asdict(qc), overwrite=overwrite
+    ) as draft:
+        save_quantized(source, tokenizer, parts, qc, draft.model_dir)
+        draft.meta["timings"]["quantize_s"] = round(time.perf_counter() - started, 3)
+        draft.meta["params"] = params
+    return store.get(out)
+
+
+def print_report(art: Artifact) -> None:
+    """A small table: type, size on disk against the parent's, seconds."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"quantized {art.parent} -> {art.name}")
+    for col in ("type", "group size", "size", "parent size", "ratio", "seconds"):
+        table.add_column(col, justify="right")
+    cfg, size = art.meta["config"], art.size_bytes()
+    store = Store()
+    parent = store.get(art.parent).size_bytes() if art.parent and store.exists(art.parent) else 0
+    table.add_row(
+        cfg["type"],
+        str(cfg["group_size"]) if cfg["type"] == "int4" else "-",
+        f"{size / 2**20:.1f} MB",
+        f"{parent / 2**20:.1f} MB" if parent else "-",
+        f"{parent / size:.2f}x" if parent else "-",
+        f"{art.meta['timings'].get('total_s', 0):.1f}",
+    )
+    Console().print(table)
