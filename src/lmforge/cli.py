@@ -9,8 +9,12 @@ from dataclasses import MISSING, fields
 
 import click
 
+from lmforge.compress.distill import DistillConfig
+from lmforge.compress.prune_config import PruneConfig
+from lmforge.compress.quantize import QuantizeConfig
 from lmforge.engine.params import SamplingParams
 from lmforge.errors import LmforgeError
+from lmforge.tune.config import TuneConfig
 
 DTYPE = click.Choice(["fp32", "bf16", "int8", "int4"])
 
@@ -42,7 +46,9 @@ def inference_options(command):
         help="Compile the decode step (fp32/int8; ~1 min once, then faster).",
     )(command)
     return click.option(
-        "--dtype", type=DTYPE, default="fp32", show_default=True, help="Weight type for inference."
+        "--dtype",
+        type=DTYPE,
+        help="Weight type for inference [default: fp32, or a quantized model's own type].",
     )(command)
 
 
@@ -63,6 +69,34 @@ def _load(model: str | None, dtype: str, compile: bool = False):
     from lmforge.models.loader import load
 
     return load(model, dtype=dtype, compile=compile)
+
+
+def config_options(config_class):
+    """One flag per field of a step's config dataclass (the only schema); None = not given.
+
+    Booleans get --x/--no-x, lists a comma-separated string (the config splits it).
+    """
+
+    def add(command):
+        for f in reversed(fields(config_class)):
+            flag = "--" + f.name.replace("_", "-")
+            kind = str(f.type)
+            default = f.default if f.default is not MISSING else None
+            help_text = f.metadata.get("help", "")
+            if default is not None and not kind.startswith("bool"):
+                help_text += f" [default: {default}]"
+            if kind.startswith("bool"):
+                flag = f"{flag}/--no-{f.name.replace('_', '-')}"
+                option = click.option(flag, default=None, help=help_text)
+            elif kind.startswith("list"):
+                option = click.option(flag, default=None, help=help_text + " Comma-separated.")
+            else:
+                t = int if kind.startswith("int") else float if kind.startswith("float") else str
+                option = click.option(flag, type=t, default=None, help=help_text)
+            command = option(command)
+        return command
+
+    return add
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -137,7 +171,9 @@ def _stream_out(deltas, stats: bool) -> None:
     "--chat-template", is_flag=True, help="Wrap each prompt in the model's chat template."
 )
 @click.option(
-    "--dtype", type=DTYPE, default="fp32", show_default=True, help="Weight type for inference."
+    "--dtype",
+    type=DTYPE,
+    help="Weight type for inference [default: fp32, or a quantized model's own type].",
 )
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed for perturbations and intervals."
@@ -196,32 +232,12 @@ def eval_cmd(
     click.echo(f"wrote {write_result(doc, target)}")
 
 
-def tune_options(command):
-    """One flag per `TuneConfig` field (the dataclass is the only schema); None = not given."""
-    from lmforge.tune.config import TuneConfig
-
-    for f in reversed(fields(TuneConfig)):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        kind = str(f.type)
-        if kind.startswith("bool"):
-            flag = f"{flag}/--no-{f.name.replace('_', '-')}"
-            option = click.option(flag, default=None, help=help_text)
-        elif kind.startswith("list"):
-            option = click.option(flag, default=None, help=help_text + " Comma-separated.")
-        else:
-            t = int if kind.startswith("int") else float if kind.startswith("float") else str
-            option = click.option(flag, type=t, default=None, help=help_text)
-        command = option(command)
-    return command
-
-
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--config", "config_file", help="YAML file with any of the flags below as keys.")
 @click.option("--resume", is_flag=True, help="Continue from the run's last checkpoint.")
 @click.option("--nproc", type=int, default=1, help="Processes (DDP through torchrun).")
-@tune_options
+@config_options(TuneConfig)
 def tune(model, config_file, resume, nproc, **flags):
     """Fine-tune MODEL (default: the embedded model) with LoRA, DoRA, IA3, prompt, prefix or full.
 
@@ -257,6 +273,85 @@ def merge(adapter, out):
 
     art = run_merge(adapter, out)
     click.echo(f"wrote {art.name} ({art.size_bytes() / 2**20:.0f} MB)")
+
+
+def eval_option(command):
+    return click.option(
+        "--eval",
+        "eval_suite",
+        help="Evaluate the result on this suite (core, ...) into its evals/ folder.",
+    )(command)
+
+
+def _evaluate_into(name: str, suite: str | None) -> None:
+    if suite:
+        from lmforge.evaluate.report import print_result
+        from lmforge.evaluate.runner import evaluate_artifact
+
+        doc, path = evaluate_artifact(name, suite)
+        print_result(doc)
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.option("--teacher", help="Teacher: a store name or path [default: the embedded model].")
+@click.option("--out", required=True, help="Name of the student model artifact.")
+@config_options(DistillConfig)
+@eval_option
+def distill(teacher, out, eval_suite, **flags):
+    """Distill a teacher into a smaller student trained on its logits (KL) plus cross-entropy.
+
+    The student is cut from the teacher (--student-layers K: its embeddings, norms, LM head
+    and K evenly spaced layers) or given (--student CONFIG_OR_FOLDER, same tokenizer). It
+    trains on --data (a file, or quickstart) or on the teacher's answers to --prompts FILE.
+    """
+    from lmforge.compress.distill import distill as run_distill
+    from lmforge.compress.distill import print_summary
+
+    config = DistillConfig.from_dict({k: v for k, v in flags.items() if v is not None})
+    print_summary(run_distill(teacher, out, config))
+    _evaluate_into(out, eval_suite)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--out", required=True, help="Name of the pruned model artifact.")
+@config_options(PruneConfig)
+@eval_option
+def prune(model, out, eval_suite, **flags):
+    """Prune MODEL (default: the embedded model): zero weights or remove heads/channels/layers.
+
+    magnitude, wanda and nm (N:M, e.g. --pattern 2:4) zero weights in place; heads, channels
+    and layers remove the least important ones for a smaller, faster model. --recover N
+    runs N LoRA steps afterwards; the pruned weights stay zero.
+    """
+    from lmforge.compress.prune import print_report
+    from lmforge.compress.prune import prune as run_prune
+
+    config = PruneConfig.from_dict({k: v for k, v in flags.items() if v is not None})
+    print_report(run_prune(model, out, config))
+    _evaluate_into(out, eval_suite)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--out", required=True, help="Name of the quantized model artifact.")
+@click.option("--force", is_flag=True, help="Replace an artifact of that name.")
+@config_options(QuantizeConfig)
+@eval_option
+def quantize(model, out, force, eval_suite, **flags):
+    """Quantize MODEL's weights (default: the embedded model) to int8 or int4.
+
+    The artifact stores the integers and scales the engine's kernels run (int8: one scale
+    per output channel; int4: a scale and zero per --group-size inputs); it loads with
+    `lmforge chat NAME` and runs at its type by default.
+    """
+    from lmforge.compress.quantize import print_report
+    from lmforge.compress.quantize import quantize as run_quantize
+
+    config = QuantizeConfig(**{k: v for k, v in flags.items() if v is not None})
+    print_report(run_quantize(model, out, config, overwrite=force))
+    _evaluate_into(out, eval_suite)
 
 
 @cli.command("export")

@@ -24,3 +24,16 @@ class InvalidInputError(LmforgeError):
 
 class ModelLoadError(LmforgeError):
     """A file or folder is not a model lmforge can read (corrupt, truncated, wrong format)."""
+
+
+def check_known(values, config_class, what: str) -> None:
+    """Reject keys of `values` that are not fields of the dataclass `config_class`."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown {what} option(s): {', '.join(unknown)}",
+            f"use any of: {', '.join(sorted(known))}",
+        )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from lmforge.errors import InvalidInputError
+from lmforge.errors import InvalidInputError, check_known
 
 
 @dataclass
@@ -77,13 +77,7 @@ class SamplingParams:
     @classmethod
     def from_kwargs(cls, **kwargs) -> SamplingParams:
         """Build from keyword arguments, rejecting unknown names with a clear error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise InvalidInputError(
-                f"unknown sampling option(s): {', '.join(unknown)}",
-                f"use one of: {', '.join(sorted(known))}",
-            )
+        check_known(kwargs, cls, "sampling")
         return cls(**{k: v for k, v in kwargs.items() if v is not None})
 
     @property

@@ -49,6 +49,9 @@ class TuneConfig:
     adapter: str | None = field(
         default=None, metadata={"help": "dpo: start from this LoRA artifact (default: fresh)."}
     )
+    fsdp: bool = field(
+        default=False, metadata={"help": "With --nproc N: shard the model over the N processes."}
+    )
 
     def validate(self) -> TuneConfig:
         check_method(self.method)
@@ -67,6 +70,11 @@ class TuneConfig:
             raise InvalidInputError("--adapter is for --method dpo", "drop --adapter")
         if self.method == "dpo" and self.packing:
             raise InvalidInputError("dpo lays out one pair per row", "drop --packing")
+        if self.fsdp and self.method in ("prompt", "prefix"):  # peft saves these by a forward
+            raise InvalidInputError(  # pass of the prompt encoder, which a shard cannot run
+                f"--fsdp does not support --method {self.method}",
+                "drop --fsdp (--nproc alone replicates the model), or use lora",
+            )
         return self
 
     @property

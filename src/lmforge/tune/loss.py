@@ -38,19 +38,29 @@ class CausalLMLoss(torch.nn.Module):
             logits = self.model(input_ids=batch.input_ids, attention_mask=mask.long()).logits
             logits = logits[:, -batch.input_ids.shape[1] :][:, :-1][keep]
         else:
-            body, head = _decoder_and_head(self.model)
-            if self.packed:  # attention span by span (see tune.attention)
-                hidden = body(
-                    input_ids=batch.input_ids,
-                    position_ids=batch.position_ids,
-                    segments=batch.segments,
-                ).last_hidden_state
-            else:
-                dtype = next(body.parameters()).dtype
-                hidden = body(
-                    input_ids=batch.input_ids,
-                    attention_mask=additive_mask(batch.attention_mask, dtype),
-                    position_ids=batch.position_ids,
-                ).last_hidden_state
-            logits = head(hidden[:, :-1][keep])  # (K, vocab): supervised positions only
+            logits = supervised_logits(self.model, batch, self.packed)
         return F.cross_entropy(logits.float(), labels[keep], reduction="sum")
+
+
+def supervised_logits(model, batch: Batch, packed: bool = False) -> torch.Tensor:
+    """(K, vocab) next-token logits at the K positions whose next token has a label.
+
+    Row-major order, the same as `batch.labels[:, 1:][keep]`. `packed`: the model runs
+    under `attention.using_packed_attention` (spans), else under the dense 4D mask.
+    """
+    keep = batch.labels[:, 1:] != IGNORE
+    body, head = _decoder_and_head(model)
+    if packed:  # attention span by span (see tune.attention)
+        hidden = body(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            segments=batch.segments,
+        ).last_hidden_state
+    else:
+        dtype = next(body.parameters()).dtype
+        hidden = body(
+            input_ids=batch.input_ids,
+            attention_mask=additive_mask(batch.attention_mask, dtype),
+            position_ids=batch.position_ids,
+        ).last_hidden_state
+    return head(hidden[:, :-1][keep])  # (K, vocab): supervised positions only

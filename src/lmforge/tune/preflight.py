@@ -96,12 +96,16 @@ def plan_run(
     steps: int,
     checkpointing: bool | None,
     budget_mb: float | None = None,
+    shards: int = 1,
 ) -> Plan:
-    """Measure the largest micro-batch and choose settings that fit `budget_mb` (or the machine)."""
+    """Measure the largest micro-batch and choose settings that fit `budget_mb` (or the machine).
+
+    `shards`: processes the optimizer state is split over (FSDP), 1 when each holds it all.
+    """
     available = budget_mb if budget_mb is not None else available_mb() * HEADROOM
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    optimizer_mb = trainable * 4 * 3 / 2**20  # gradient + two Adam moments, fp32
+    optimizer_mb = trainable * 4 * 3 / 2**20 / shards  # gradient + two Adam moments, fp32
     largest = sorted(groups, key=lambda g: -sum(len(e.input_ids) for e in g))
     tries = [checkpointing] if checkpointing is not None else [False, True]
     mb = micro_batch

@@ -71,21 +71,26 @@ class Progress:
 class Trainer:
     """Trains `model` (already wrapped by `methods.wrap`) on packed groups of examples."""
 
-    def __init__(self, model, config: TuneConfig, train_groups, eval_groups, pad_id: int):
+    def __init__(
+        self, model, config: TuneConfig, train_groups, eval_groups, pad_id: int, loss=None
+    ):
+        """`loss`: a summed-loss module over packed batches to use instead of the method's
+        (distillation passes its own); None picks CausalLMLoss, or DPOLoss for dpo."""
         from lmforge.tune.distributed import World
 
         self.model, self.config = model, config
-        self.world = World.current()
-        if config.method == "dpo":  # groups of preference pairs, one pair per row
+        self.world = World.current(shard=config.fsdp)
+        if config.method == "dpo":  # preference pairs, one pair per row
             from lmforge.tune.dpo import DPOLoss, collate
 
-            loss = DPOLoss(model, config.beta)
+            loss = DPOLoss(model, config.beta) if loss is None else loss
         else:
             from lmforge.tune.data import collate
             from lmforge.tune.loss import CausalLMLoss
 
             virtual = config.method in ("prompt", "prefix")
-            loss = CausalLMLoss(model, virtual_tokens=virtual, packed=not virtual)
+            if loss is None:
+                loss = CausalLMLoss(model, virtual_tokens=virtual, packed=not virtual)
         self.loss_fn = self.world.wrap(loss)
         self.collate = functools.partial(collate, pad_id=pad_id)
         self.metrics: dict = {}  # the loss's own figures (DPO rewards) of the last step / eval
@@ -96,12 +101,19 @@ class Trainer:
             params, lr=config.peak_lr, weight_decay=config.weight_decay
         )
         self.params = params
-        per_step = config.micro_batch * config.grad_accum * self.world.size
-        self.steps_per_epoch = max(math.ceil(len(train_groups) / per_step), 1)
-        self.total_steps = config.max_steps or self.steps_per_epoch * config.epochs
-        self.eval_every = config.eval_every or max(self.total_steps // 10, 1)
-        self.save_every = config.save_every or self.eval_every
+        self.schedule()
         self.state = Progress()
+
+    def schedule(self) -> None:
+        """Steps per epoch, in all, and between evals and saves, from the config's batch sizes
+        (again after the preflight plan changed them: the wrapped loss is kept, as FSDP shards
+        a model once)."""
+        c = self.config
+        per_step = c.micro_batch * c.grad_accum * self.world.size
+        self.steps_per_epoch = max(math.ceil(len(self.train_groups) / per_step), 1)
+        self.total_steps = c.max_steps or self.steps_per_epoch * c.epochs
+        self.eval_every = c.eval_every or max(self.total_steps // 10, 1)
+        self.save_every = c.save_every or self.eval_every
 
     # one optimizer step's micro-batches, for every rank; advances the epoch as needed
     def _step_batches(self) -> list[list]:
@@ -181,12 +193,12 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
     from lmforge.store import Store
     from lmforge.tune import data as tdata
     from lmforge.tune import dpo
-    from lmforge.tune.distributed import World, init_from_env
+    from lmforge.tune.distributed import World, full_state, init_from_env
     from lmforge.tune.methods import wrap
     from lmforge.tune.preflight import plan_run
 
     init_from_env()
-    world = World.current()
+    world = World.current(shard=config.fsdp)
     console = Console(quiet=quiet or not world.main)
     store = Store()
     start = dpo.starting_adapter(config.adapter, store) if config.adapter else None
@@ -250,11 +262,12 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
         config.grad_accum,
         trainer.total_steps,
         config.gradient_checkpointing,
+        shards=world.size if world.shard else 1,
     )
     config.micro_batch, config.grad_accum = plan.micro_batch, plan.grad_accum
     config.gradient_checkpointing = plan.gradient_checkpointing
-    trainer = Trainer(model, config, train_groups, eval_groups, pad_id)  # with the plan's sizes
-    _print_plan(console, base_name, out, config, stats, plan, len(train), len(held), world.size)
+    trainer.schedule()  # with the plan's sizes
+    _print_plan(console, base_name, out, config, stats, plan, len(train), len(held), world)
 
     digest = file_digest(config.data)
     key = fingerprint(config, base_name, digest)
@@ -305,8 +318,9 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
             s.history.append(record)
             rate = tokens_seen / max(time.perf_counter() - started, 1e-9)
             bar.update(handle, completed=s.step, info=f"loss {loss:.3f}  {rate:,.0f} tok/s")
-            if world.main and (s.step % trainer.save_every == 0 or s.step == trainer.total_steps):
-                save_checkpoint(ckpt, model, trainer.optimizer, {**asdict(s), "fingerprint": key})
+            if s.step % trainer.save_every == 0 or s.step == trainer.total_steps:
+                progress = {**asdict(s), "fingerprint": key}  # every rank gathers, rank 0 writes
+                save_checkpoint(ckpt, model, trainer.optimizer, progress, write=world.main)
             world.barrier()
             if config.patience and s.bad_evals >= config.patience:
                 stopped = "early stopping"
@@ -324,14 +338,18 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
         "eval_loss": final_eval,
         **trainer.eval_metrics,
         "world_size": world.size,
+        "fsdp": world.shard,
         "history": trainer.state.history,
     }
     attention.close()  # the saved model keeps its own attention implementation
+    # whole tensors, gathered from every rank under FSDP; the model's own ones otherwise
+    weights = full_state(model, trainable=config.method != "full", keep=world.main)
     if not world.main:
         return None
     artifact = _write_artifact(
-        store, out, base_name, model, tok, config, stats, plan, summary, energy.result, digest
-    )
+        store, out, base_name, model, tok, config, stats, plan, summary, energy.result, digest,
+        weights,
+    )  # fmt: skip
     console.print(
         f"wrote {out}: loss {summary['train_loss']}, eval loss "
         f"{_fmt(start_eval)} -> {_fmt(final_eval)}, {summary['tokens_per_s']:,.0f} tok/s, "
@@ -370,25 +388,32 @@ def _print_plan(console, base, out, config, stats, plan, n_train, n_held, world)
     from rich.table import Table
 
     t = Table(title=f"tune {base} -> {out} ({config.method})", show_header=False)
+    n = world.size
     rows = [
         ("data", f"{stats.format}: {stats.examples} examples ({n_train} train, {n_held} held out)"),
         ("tokens", f"{stats.tokens:,} ({stats.supervised:,} supervised)"),
         ("truncated / dropped", f"{stats.truncated} / {stats.dropped} at {config.seq_len} tokens"),
         ("parameters", f"{plan.trainable:,} trainable of {plan.params:,}"),
-        ("batch", f"{plan.micro_batch} rows x {plan.grad_accum} accumulation x {world} processes"),
+        ("batch", f"{plan.micro_batch} rows x {plan.grad_accum} accumulation x {n} processes"),
         ("gradient checkpointing", "on" if plan.gradient_checkpointing else "off"),
         ("steps", f"{plan.steps} at lr {config.peak_lr:g}"),
         ("peak memory", f"{plan.peak_mb:,.0f} MB of {plan.available_mb:,.0f} MB"
          + ("" if plan.measured else " (estimated)")),
         ("time", f"{plan.step_s:.2f} s/step, about {plan.total_s / 60:.1f} min"),
     ]  # fmt: skip
+    if config.fsdp:  # one process has nothing to shard over: it runs unsharded, and says so
+        how = f"FSDP over {n} processes" if world.shard else "off (--fsdp needs --nproc 2 or more)"
+        rows.insert(5, ("sharding", how))
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
 
 
-def _write_artifact(store, out, base, model, tok, config, stats, plan, summary, energy, digest):
-    """The adapter (or full model) as a store artifact whose parent is the base."""
+def _write_artifact(
+    store, out, base, model, tok, config, stats, plan, summary, energy, digest, weights
+):
+    """The adapter (or full model) as a store artifact whose parent is the base; `weights` is
+    its state dict as whole tensors (`distributed.full_state`)."""
     full = config.method == "full"
     meta_config = {**asdict(config), "plan": plan.as_dict(), "data_sha256": digest}
     if config.adapter:
@@ -398,10 +423,12 @@ def _write_artifact(store, out, base, model, tok, config, stats, plan, summary, 
         overwrite=store.exists(out),
     ) as draft:  # fmt: skip
         if full:
-            model.save_pretrained(draft.model_dir, safe_serialization=True)
+            model.save_pretrained(draft.model_dir, state_dict=weights, safe_serialization=True)
             tok.save_pretrained(draft.model_dir)
-        else:
-            model.save_pretrained(draft.path / "adapter", safe_serialization=True)
+        else:  # peft picks the adapter's entries of `weights` (prompt/prefix: its encoder's)
+            model.save_pretrained(
+                draft.path / "adapter", state_dict=weights, safe_serialization=True
+            )
             tok.save_pretrained(draft.path / "adapter")
         draft.meta.update(
             data={"path": str(config.data), "sha256": digest, **asdict(stats)},
