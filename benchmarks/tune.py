@@ -1,9 +1,11 @@
 """LoRA fine-tuning speed and memory: lmforge vs the Hugging Face `Trainer` + `peft`, side by side.
 
-    python benchmarks/tune.py [--steps 10] [--batch 8] [--seq-len 256] [--repeats 1] [--out path]
+    python benchmarks/tune.py [--steps 10] [--batch 8] [--seq-len 256] [--repeats 1]
+                              [--precision fp32|bf16] [--out path]
 
 The same LoRA run (rank 16, alpha 32, dropout 0.05, every linear layer of the decoder
-blocks, fp32, lr 2e-4 cosine) trains the default model on the quickstart chat set, once
+blocks, lr 2e-4 cosine; fp32, or with --precision bf16 the frozen base in bf16 for both:
+lmforge's `--precision bf16`, and HF with the model loaded in bf16 plus `bf16=True`) trains the default model on the quickstart chat set, once
 through `lmforge.tune.trainer.tune()` (packed rows, its defaults) and once through
 `transformers.Trainer` on a `peft` model (one example per row, `DataCollatorForSeq2Seq`,
 the usual recipe). Both read the very same tokens and loss masks
@@ -129,6 +131,7 @@ def worker_lmforge(spec: dict) -> dict:
         lr=LR,
         warmup=WARMUP_SHARE,
         seed=SEED,
+        precision=spec["precision"],
         **LORA,
     ).validate()
     artifact = tune(None, config, quiet=True)  # the default model, from the isolated home
@@ -183,7 +186,10 @@ def worker_hf(spec: dict) -> dict:
     datasets.disable_progress_bars()
     folder = spec["model_dir"]
     tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    # bf16: the base loaded in bf16 (peft keeps the adapter fp32) and the Trainer's bf16
+    # autocast on top, its fastest mixed-precision setting on a CPU
+    dtype = torch.bfloat16 if spec["precision"] == "bf16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     examples, _ = read_examples(spec["data"], tok, spec["seq_len"])  # lmforge's tokens and masks
     dataset = datasets.Dataset.from_list(
         [
@@ -246,6 +252,7 @@ def worker_hf(spec: dict) -> dict:
             seed=SEED,
             disable_tqdm=True,
             label_names=["labels"],
+            bf16=spec["precision"] == "bf16",
         )
         trainer = Trainer(
             model=model,
@@ -524,12 +531,20 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per engine")
     parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="both engines: fp32, or the frozen base in bf16 with an fp32 adapter",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
-    default_out = Path(__file__).parent / "results" / "tune.json"
-    parser.add_argument("--out", type=Path, default=default_out, help="where to write the JSON")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the JSON")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # engine spec result
     args = parser.parse_args()
+    results_dir = Path(__file__).parent / "results"
+    if args.out is None:
+        args.out = results_dir / ("tune.json" if args.precision == "fp32" else "tune_bf16.json")
     if args.worker:
         engine, spec_path, result_path = args.worker
         spec = json.loads(Path(spec_path).read_text())
@@ -564,6 +579,7 @@ def main() -> None:
             "steps": args.steps,
             "warmup": args.warmup,
             "threads": threads,
+            "precision": args.precision,
         }
         runs: dict[str, list[dict]] = {e: [] for e in ENGINES}
         for rep in range(1, args.repeats + 1):
@@ -602,7 +618,7 @@ def main() -> None:
         {
             "benchmark": "tune",
             "machine": machine_info(threads),
-            "model": f"{prep['model']} (default artifact, fp32)",
+            "model": f"{prep['model']} (default artifact)",
             "dataset": prep["dataset"],
             "settings": {
                 "method": "lora",
@@ -617,7 +633,7 @@ def main() -> None:
                 "warmup_steps": args.warmup,
                 "timed_steps": args.steps,
                 "repeats": args.repeats,
-                "dtype": "fp32",
+                "dtype": args.precision,
             },
             "engines": engines,
             "ratios": ratios,

@@ -134,3 +134,30 @@ def test_bad_config_fails_before_work(tmp_path, chat_file, base):
         load_config(None, data=str(chat_file), method="qlora")
     with pytest.raises(LmforgeError, match="do not exist"):
         run(base, chat_file, out="x", target_modules=["attn_qkv"])
+
+
+def test_bf16_base_trains_an_fp32_adapter_that_tracks_the_fp32_run(base, chat_file):
+    runs = {
+        p: run(base, chat_file, method="lora", out=f"p-{p}", lr=1e-2, precision=p)
+        for p in ("fp32", "bf16")
+    }
+    assert runs["bf16"].meta["config"]["precision"] == "bf16"
+    fp32, bf16 = ([h["loss"] for h in runs[p].meta["history"]] for p in ("fp32", "bf16"))
+    assert bf16[-1] < bf16[0] * 0.8
+    # bf16 rounding of the frozen base moves the curve a little, never off course
+    assert max(abs(a - b) for a, b in zip(fp32, bf16, strict=True)) < 0.05 * fp32[0]
+    from safetensors.torch import load_file
+
+    weights = load_file(str(runs["bf16"].path / "adapter" / "adapter_model.safetensors"))
+    assert weights and all(t.dtype == torch.float32 for t in weights.values())
+
+
+def test_bf16_is_refused_where_the_weights_themselves_train():
+    with pytest.raises(LmforgeError, match="precision bf16 is for adapters"):
+        TuneConfig(data="x.jsonl", method="full", precision="bf16").validate()
+    with pytest.raises(LmforgeError, match="unknown precision"):
+        TuneConfig(data="x.jsonl", precision="fp8").validate()
+    # auto never picks bf16 for methods that train fp32 weights or virtual tokens
+    from lmforge.tune.methods import resolve_precision
+
+    assert resolve_precision("full", "auto") == resolve_precision("prompt", "auto") == "fp32"

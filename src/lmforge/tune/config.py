@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import InvalidInputError
-from lmforge.tune.methods import DEFAULTS, check_method
+from lmforge.tune.methods import BF16_METHODS, DEFAULTS, PRECISIONS, check_method
 
 
 @dataclass
@@ -52,6 +52,14 @@ class TuneConfig:
     fsdp: bool = field(
         default=False, metadata={"help": "With --nproc N: shard the model over the N processes."}
     )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "fp32|bf16|auto. bf16 holds the frozen base in bf16 (adapters, gradients "
+            "and optimizer stay fp32); auto picks it for lora/dora/ia3/dpo where the "
+            "hardware multiplies bf16 natively (CPUs with AVX512-BF16/AMX, recent GPUs)."
+        },
+    )
 
     def validate(self) -> TuneConfig:
         check_method(self.method)
@@ -74,6 +82,15 @@ class TuneConfig:
             raise InvalidInputError(  # pass of the prompt encoder, which a shard cannot run
                 f"--fsdp does not support --method {self.method}",
                 "drop --fsdp (--nproc alone replicates the model), or use lora",
+            )
+        if self.precision not in PRECISIONS:
+            raise InvalidInputError(
+                f"unknown precision {self.precision!r}", f"use one of: {', '.join(PRECISIONS)}"
+            )
+        if self.precision == "bf16" and self.method not in BF16_METHODS:
+            raise InvalidInputError(
+                f"--precision bf16 is for adapters, not --method {self.method}",
+                f"use it with {', '.join(BF16_METHODS)}, or drop it",
             )
         return self
 

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from lmforge.errors import InvalidInputError
 
 METHODS = ("lora", "dora", "ia3", "prompt", "prefix", "full", "dpo")
+PRECISIONS = ("auto", "fp32", "bf16")
+# Methods whose base stays frozen and whose adapter weights peft keeps in fp32 over a bf16
+# base. (Prompt/prefix tuning feed their fp32 virtual tokens into the embeddings: fp32 only.)
+BF16_METHODS = ("lora", "dora", "ia3", "dpo")
 
 
 @dataclass(frozen=True)
@@ -117,3 +121,18 @@ def wrap(model, method: str, options: dict):
     with warnings.catch_warnings():  # peft reads a property transformers 5 renamed
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         return get_peft_model(model, config)
+
+
+def resolve_precision(method: str, precision: str) -> str:
+    """ "fp32" or "bf16" for a run; "auto" is bf16 for a frozen-base method on hardware that
+    multiplies bf16 natively (measured on 2 EPYC cores with AVX512-BF16: a 2048x576 by
+    576x1536 product takes 35 ms in bf16 against 123 ms in fp32)."""
+    if precision != "auto":
+        return precision
+    if method not in BF16_METHODS:
+        return "fp32"
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"

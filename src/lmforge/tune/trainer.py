@@ -194,7 +194,7 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
     from lmforge.tune import data as tdata
     from lmforge.tune import dpo
     from lmforge.tune.distributed import World, full_state, init_from_env
-    from lmforge.tune.methods import wrap
+    from lmforge.tune.methods import resolve_precision, wrap
     from lmforge.tune.preflight import plan_run
 
     init_from_env()
@@ -228,6 +228,9 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
 
         config.data = str(write(run_dir(out) / "quickstart")[0])
     hf, tok = read_hf(folder, "hf")
+    config.precision = resolve_precision(config.method, config.precision)
+    if config.precision == "bf16":  # the frozen base; peft keeps the adapter in fp32
+        hf = hf.to(torch.bfloat16)
     if config.method == "dpo":
         examples, stats = dpo.read_pairs(config.data, tok, config.seq_len)
     else:
@@ -396,6 +399,7 @@ def _print_plan(console, base, out, config, stats, plan, n_train, n_held, world)
         ("parameters", f"{plan.trainable:,} trainable of {plan.params:,}"),
         ("batch", f"{plan.micro_batch} rows x {plan.grad_accum} accumulation x {n} processes"),
         ("gradient checkpointing", "on" if plan.gradient_checkpointing else "off"),
+        ("precision", "bf16 base, fp32 adapter" if config.precision == "bf16" else "fp32"),
         ("steps", f"{plan.steps} at lr {config.peak_lr:g}"),
         ("peak memory", f"{plan.peak_mb:,.0f} MB of {plan.available_mb:,.0f} MB"
          + ("" if plan.measured else " (estimated)")),
