@@ -1,14 +1,15 @@
 """Every way to shrink the default model, measured on one frontier: size, decode speed, accuracy.
 
     python benchmarks/compress.py [--repeats 3] [--recover 40] [--distill-steps 150]
-                                  [--limit N] [--home DIR] [--out path]
+                                  [--limit N] [--home DIR [--reuse]] [--out path]
 
-Builds, from the embedded SmolLM2-135M-Instruct, in a store of its own (a temporary one unless
---home): int8 and int4 (`lmforge quantize`), 50% 2:4-pruned plus a LoRA recovery whose merge
-keeps the pattern (`lmforge prune --method nm --recover N`), and a half-depth student (15 of
-30 layers) distilled on the quickstart chats (`lmforge distill`). Each variant is scored on
-the `core` suite (accuracy and calibration; the same items for all). Decode speed is measured
-round-robin, one run of each variant per round, so machine noise hits all of them alike.
+Builds, from the embedded SmolLM2-135M-Instruct, in a store of its own (a temporary one
+unless --home): int8 and int4 (`lmforge quantize`), 50% 2:4-pruned by Wanda scores plus a
+LoRA recovery whose merge keeps the pattern (`lmforge prune --method nm --score wanda
+--recover N`), and a half-depth student (15 of 30 layers) distilled on the quickstart chats
+(`lmforge distill`). Each variant is scored on the `core` suite (accuracy and calibration;
+the same items for all). Decode speed is measured round-robin, one run of each variant per
+round, so machine noise hits all of them alike. The timed decodes run after every build.
 Writes JSON, a frontier plot (PNG) and prints a table. Targets (issue 5): int8 loses at most
 1 point of accuracy and decodes at least 2x faster than fp32; int4 loses at most 3 points;
 the distilled student decodes at least 1.6x faster than its teacher.
@@ -44,21 +45,41 @@ def build_variants(args, store) -> dict[str, str]:
     from lmforge.models.loader import ensure_default
 
     base = ensure_default(store).name
-    names = {"fp32": base}
+    recipes = {  # label: (artifact, how to build it)
+        "int8": ("bench-int8", lambda out: quantize(base, out, QuantizeConfig(type="int8"))),
+        "int4": ("bench-int4", lambda out: quantize(base, out, QuantizeConfig(type="int4"))),
+        "2:4+recover": (
+            "bench-nm24",
+            lambda out: prune(
+                base,
+                out,
+                PruneConfig(method="nm", pattern="2:4", score="wanda", recover=args.recover),
+            ),
+        ),
+        "student-15": (
+            "bench-student",
+            lambda out: distill(
+                base,
+                out,
+                DistillConfig(
+                    student_layers=15,
+                    data="quickstart",
+                    steps=args.distill_steps,
+                    seq_len=256,
+                    lr=5e-4,
+                ),
+            ),
+        ),
+    }
     console = Console()
-    for qtype in ("int8", "int4"):
-        console.print(f"quantize {qtype}")
-        names[qtype] = quantize(
-            base, f"bench-{qtype}", QuantizeConfig(type=qtype), store=store
-        ).name
-    console.print(f"prune 2:4 + {args.recover} recovery steps")
-    cfg = PruneConfig(method="nm", pattern="2:4", recover=args.recover).validate()
-    names["2:4+recover"] = prune(base, "bench-nm24", cfg, store=store).name
-    console.print(f"distill a 15-layer student, {args.distill_steps} steps")
-    dc = DistillConfig(
-        student_layers=15, data="quickstart", steps=args.distill_steps, seq_len=256, lr=5e-4
-    )
-    names["student-15"] = distill(base, "bench-student", dc, store=store).name
+    names = {"fp32": base}
+    for label, (name, build) in recipes.items():
+        if args.reuse and store.exists(name):
+            console.print(f"{label}: reusing {name} from the store")
+        else:
+            console.print(f"{label}: building {name}")
+            build(name)
+        names[label] = name
     return names
 
 
@@ -70,6 +91,9 @@ def main() -> None:
     parser.add_argument("--distill-steps", type=int, default=150, help="Student training steps.")
     parser.add_argument("--limit", type=int, default=None, help="Items per core task (all).")
     parser.add_argument("--home", help="Store to build in (default: a temporary one).")
+    parser.add_argument(
+        "--reuse", action="store_true", help="Keep variants already built in --home."
+    )
     parser.add_argument("--out", default=str(RESULTS / "compress.json"))
     args = parser.parse_args()
 

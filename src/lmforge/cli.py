@@ -154,6 +154,35 @@ def _stream_out(deltas, stats: bool) -> None:
         click.echo(f"[ttft {1e3 * (first - start):.0f} ms, {rate}]", err=True)
 
 
+@cli.command("serve")
+@click.argument("model", required=False)
+@click.option("--host", help="Address to listen on [default: 127.0.0.1].")
+@click.option("--port", type=int, help="Port to listen on [default: 8000].")
+@click.option("--max-batch", type=int, help="Requests decoded together [default: 16].")
+@click.option(
+    "--max-queue", type=int, help="Requests that may wait for a row; more get 429 [default: 64]."
+)
+@click.option(
+    "--context", type=int, help="Most prompt + completion tokens [default: the model's context]."
+)
+@click.option(
+    "--dtype",
+    type=DTYPE,
+    help="Weight type for inference [default: fp32, or a quantized model's own type].",
+)
+def serve_cmd(model, dtype, **flags):
+    """Serve MODEL (default: the embedded model) over an OpenAI-compatible HTTP API.
+
+    POST /v1/chat/completions and /v1/completions (SSE with "stream": true), GET /v1/models,
+    GET /health. Requests share one continuously batched decode loop.
+    """
+    from lmforge.serve.app import serve
+    from lmforge.serve.config import ServeConfig
+
+    config = ServeConfig(**{k: v for k, v in flags.items() if v is not None})  # check, then load
+    serve(_load(model, dtype), config)
+
+
 @cli.command("eval")
 @click.argument("models", nargs=-1, required=True)
 @click.option(

@@ -11,7 +11,7 @@ from safetensors import safe_open
 import lmforge
 from lmforge import LmforgeError
 from lmforge.compress.quantize import QuantizeConfig, linear_names, quantize
-from lmforge.engine.quant_linear import Int4Linear, Int8Linear, QuantizedWeight
+from lmforge.engine.quant_linear import HEAD_DTYPE, Int4Linear, Int8Linear, QuantizedWeight
 from lmforge.store import Store
 
 PROMPT = "The quick brown fox"
@@ -57,11 +57,12 @@ def test_artifact_reloads_bit_exactly_and_runs_the_stored_integers(base, qtype):
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         for name in linear_names(source):
             w = source.get_submodule(name).weight
-            want = QuantizedWeight.int4(w, 32) if qtype == "int4" else QuantizedWeight.int8(w)
+            kind = HEAD_DTYPE.get(qtype, qtype) if name == "lm_head" else qtype
+            want = QuantizedWeight.int4(w, 32) if kind == "int4" else QuantizedWeight.int8(w)
             got = model.decoder.layers[0].qkv if name.endswith("q_proj") else None
             scale = f.get_tensor(f"{name}.scale")
             assert torch.equal(scale, want.scale), name
-            if qtype == "int8":
+            if kind == "int8":
                 assert torch.equal(f.get_tensor(f"{name}.q"), want.q), name
             if got is not None and qtype == "int8" and name.startswith("model.layers.0."):
                 rows = want.q.shape[0]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from lmforge.engine import SamplingParams, generate_batch, make_decoder
 from lmforge.engine.native import NativeDecoder
-from lmforge.engine.quant_linear import DTYPES, Int4Linear, Int8Linear, make_linear
+from lmforge.engine.quant_linear import DTYPES, HEAD_DTYPE, Int4Linear, Int8Linear, make_linear
 
 TEXT = "The engine reads one token at a time: café, 日本語 🙂"
 
@@ -46,9 +46,10 @@ def test_logits_equal_a_fake_quantized_transformers_model(model, bpe_tokenizer, 
     ids = torch.tensor([bpe_tokenizer.encode(TEXT)])  # (1, T)
     fake = copy.deepcopy(model)
     with torch.no_grad():
-        for module in fake.modules():
+        for name, module in fake.named_modules():
             if isinstance(module, torch.nn.Linear):
-                module.weight.copy_(make_linear(module.weight, None, dtype).dequantize())
+                kind = HEAD_DTYPE.get(dtype, dtype) if name == "lm_head" else dtype
+                module.weight.copy_(make_linear(module.weight, None, kind).dequantize())
         ref = fake(ids).logits  # (1, T, vocab)
     got = native_logits(model, ids, dtype)
     assert relative_max_error(got, ref) < 0.02

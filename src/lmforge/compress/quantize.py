@@ -4,7 +4,7 @@ A quantized artifact's `model/` folder holds `config.json`, the tokenizer, and
 `model.safetensors` with, for every linear layer of the decoder and the LM head, the
 integers and scales of `engine.quant_linear.QuantizedWeight` (`<module>.q`, `.scale`, and
 `.zero` for int4, whose 4-bit values are packed two to a byte), the embedding as int8 rows
-(or nothing, when it is tied to an int8 LM head), and norms and biases in fp32.
+(or nothing, when it is tied to the LM head, which is int8 at either type), and norms and biases in fp32.
 `quantization.json` says what is there. Loading gives the engine those very integers
 (bit-exact: nothing is re-quantized), and `transformers` a model with the dequantized
 weights, so that every other step (eval, tune, export) works on what the kernels compute.
@@ -89,12 +89,14 @@ def quantize_model(model, qc: QuantizeConfig) -> dict:
     for name in linear_names(model):
         w = model.get_submodule(name).weight
         parts[name] = (
-            QuantizedWeight.int4(w, qc.group_size) if qc.type == "int4" else QuantizedWeight.int8(w)
+            QuantizedWeight.int4(w, qc.group_size)
+            if qc.type == "int4" and name != "lm_head"
+            else QuantizedWeight.int8(w)
         )
     embed = model.get_input_embeddings().weight
-    tied = embed is model.get_output_embeddings().weight
-    # An int8 LM head tied to the embedding serves as the embedding too; else int8 rows.
-    if not (tied and qc.type == "int8"):
+    # The LM head is int8 at either type (see engine.quant_linear.HEAD_DTYPE); tied to the
+    # embedding, it serves as the embedding too. An untied embedding is stored as int8 rows.
+    if embed is not model.get_output_embeddings().weight:
         parts["model.embed_tokens"] = QuantizedWeight.int8(embed)
     return parts
 

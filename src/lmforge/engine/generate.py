@@ -102,6 +102,37 @@ class StopMatcher:
         return out
 
 
+class RowText:
+    """One sequence's output: its detokenizer, its stop strings, and when it finishes.
+
+    `push` takes each new token and returns the row's Delta: the text it adds, and a
+    finish_reason once it hits an EOS id ("stop", the EOS itself not shown), a stop string
+    ("stop", cut before it) or its `max_new`-th token ("length").
+    """
+
+    def __init__(self, tokenizer, stop: list[str], max_new: int, eos_ids=frozenset()):
+        self.detok = IncrementalDetokenizer(tokenizer)
+        self.stops = StopMatcher(stop)
+        self.max_new = max_new
+        self.eos_ids = eos_ids
+        self.steps = 0
+
+    def push(self, tok: int, index: int = 0) -> Delta:
+        last = self.steps == self.max_new - 1
+        self.steps += 1
+        if tok in self.eos_ids:
+            text, _ = self.stops.push(self.detok.flush())
+            return Delta(index, text + self.stops.flush(), None, "stop")
+        text, hit = self.stops.push(self.detok.add(tok))
+        if hit:
+            return Delta(index, text, tok, "stop")
+        if last:
+            tail, hit = self.stops.push(self.detok.flush())
+            text += tail if hit else tail + self.stops.flush()
+            return Delta(index, text, tok, "stop" if hit else "length")
+        return Delta(index, text, tok)
+
+
 def start_batch(decoder: Decoder, prompts: list[list[int]], room: int):
     """Left-pad `prompts` and open a cache for them plus `room` more positions.
 
@@ -162,36 +193,17 @@ def stream_batch(
         if not padded
         else torch.where(cache.key_valid[:, cache.pos : cache.pos + width], ids, ids[:, -1:])
     )
-    detoks = [IncrementalDetokenizer(tokenizer) for _ in range(B)]
-    stops = [StopMatcher(params.stop) for _ in range(B)]
+    rows = [RowText(tokenizer, params.stop, max_new, eos_ids) for _ in range(B)]
     done = [False] * B
 
     logits = decoder.forward(ids, cache, positions)  # (B, vocab)
     for step in range(max_new):
         next_tokens = sampler(logits)  # (B,)
-        tokens = next_tokens.tolist()
         deltas = []
-        for row, tok in enumerate(tokens):
-            if done[row]:
-                continue
-            last = step == max_new - 1
-            if tok in eos_ids:
-                text = detoks[row].flush()
-                text, _ = stops[row].push(text)
-                deltas.append(Delta(row, text + stops[row].flush(), None, "stop"))
-                done[row] = True
-                continue
-            text, hit = stops[row].push(detoks[row].add(tok))
-            if hit:
-                deltas.append(Delta(row, text, tok, "stop"))
-                done[row] = True
-            elif last:
-                tail, hit = stops[row].push(detoks[row].flush())
-                text += tail if hit else tail + stops[row].flush()
-                deltas.append(Delta(row, text, tok, "stop" if hit else "length"))
-                done[row] = True
-            else:
-                deltas.append(Delta(row, text, tok))
+        for row, tok in enumerate(next_tokens.tolist()):
+            if not done[row]:
+                deltas.append(rows[row].push(tok, row))
+                done[row] = deltas[-1].finish_reason is not None
         yield deltas
         if all(done):
             return

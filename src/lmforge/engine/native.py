@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lmforge.engine.kv_cache import KVCache
+from lmforge.engine.kv_cache import KVCache, SlotCache
 from lmforge.engine.quant_linear import (
+    HEAD_DTYPE,
     Linear,
     QuantizedWeight,
     activation_dtype,
@@ -78,7 +79,7 @@ class NativeDecoder:
         self.max_positions = cfg.max_position_embeddings
         stored = quantized if quantized and dtype in ("int8", "int4") else None
 
-        def linear(*names: str) -> Linear:
+        def linear(*names: str, dtype: str = dtype) -> Linear:
             """One (fused) linear layer from the modules `names`, their rows stacked."""
             mods = [hf_model.get_submodule(n) for n in names]
             bias = None if mods[0].bias is None else torch.cat([m.bias for m in mods])
@@ -106,7 +107,7 @@ class NativeDecoder:
                 )
             )
         self.norm = base.norm.weight.detach().to(act)
-        self.lm_head = linear("lm_head")
+        self.lm_head = linear("lm_head", dtype=HEAD_DTYPE.get(dtype, dtype))
         self._rotary = base.rotary_emb
         self._cos = self._sin = torch.empty(0, self.head_dim)
         self._step = None
@@ -138,6 +139,20 @@ class NativeDecoder:
             self.device,
         )
 
+    def new_slot_cache(self, rows: int, max_len: int, prefix=None) -> SlotCache:
+        """A cache of `rows` independent sequences (continuous batching); `prefix`: a
+        prompt/prefix adapter's per-layer keys and values, opening every row."""
+        return SlotCache(
+            len(self.layers),
+            rows,
+            self.n_kv_heads,
+            max_len,
+            self.head_dim,
+            self.act_dtype,
+            self.device,
+            prefix=prefix,
+        )
+
     # -- forward -------------------------------------------------------------------------
     @torch.inference_mode()
     def forward(
@@ -154,7 +169,8 @@ class NativeDecoder:
         `positions` (B, T) gives each token's rotary position (left-padded rows start later);
         None means cache.pos .. cache.pos + T for every row. `attn_mask` (B, 1, T, pos + T),
         boolean, replaces the causal/padding mask (True: may attend). `logits_at` (K,) picks
-        the positions that go through the LM head: logits (B, K, vocab).
+        the positions that go through the LM head: logits (B, K, vocab). A `SlotCache` writes
+        each row at its own length: pass its `positions(T)` and `attention_mask(T)`.
         """
         B, T = ids.shape
         if (

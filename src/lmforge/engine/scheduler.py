@@ -1,0 +1,488 @@
+"""Continuous batching: requests join and leave one running batch at token boundaries.
+
+A background thread owns the decoder. Each iteration it
+
+1. drops the rows of cancelled requests,
+2. admits waiting requests into free rows and prefills them, one prompt per forward (a
+   budget of prompt tokens per iteration keeps the running rows from waiting long on a
+   queue of prompts), and samples their first token,
+3. runs one decode step for every running row together and samples each row's next token.
+
+On the native engine the rows share a `SlotCache`: each row writes at its own length, with
+its own rotary positions and key mask, so a row computes what its prompt computes alone
+(greedy tokens equal `generate_batch` on that prompt). Other decoders (the `transformers`
+fallback, whose cache has one write position) keep a cache per row and run the rows one
+after another: the same scheduling at batch-1 speed.
+
+Each request has its own `SamplingParams` and its own `Sampler`, so a seed reproduces a
+request whatever runs beside it. Measured on 2 cores, vocab 49152, 16 rows: a sampler per
+row costs what one batched `Sampler` costs (greedy 0.52 vs 0.47 ms a step; temperature with
+top-p 69 vs 82 ms, the full-vocabulary sort dominating either way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from lmforge.engine.generate import Completion, Delta, RowText, start_batch
+from lmforge.engine.native import NativeDecoder
+from lmforge.engine.params import SamplingParams
+from lmforge.engine.prefix import PrefixDecoder
+from lmforge.engine.sampling import Sampler
+from lmforge.errors import InvalidInputError, LmforgeError
+
+
+class QueueFullError(LmforgeError):
+    """Every row is busy and the waiting queue is full; try again after `retry_after` s."""
+
+    def __init__(self, waiting: int, retry_after: int = 1):
+        super().__init__(
+            f"server busy: {waiting} requests already waiting", f"retry in {retry_after} s"
+        )
+        self.retry_after = retry_after
+
+
+class SchedulerClosed(LmforgeError):
+    """The scheduler stopped before the request finished."""
+
+
+_ids = itertools.count(1)
+
+
+class Request:
+    """A handle on one submitted generation: iterate it for `Delta`s (plain `for` or
+    `async for`), or `cancel()` it. Its last Delta carries the finish_reason ("stop",
+    "length" or "cancelled"); a failure in the engine is raised from the iteration.
+
+    Leaving an iteration early (break, a dropped client) cancels the request.
+    """
+
+    def __init__(self, scheduler: Scheduler, prompt: list[int], params: SamplingParams, room: int):
+        self.id = next(_ids)
+        self.prompt = prompt
+        self.params = params
+        self.max_new = min(params.max_tokens, room)
+        self.token_ids: list[int] = []  # generated, EOS excluded
+        self.finish_reason: str | None = None
+        self.submitted_at = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.finished_at: float | None = None
+        self._scheduler = scheduler
+        self._items: deque[Delta | BaseException] = deque()
+        self._cond = threading.Condition()
+        self._waker = None  # set by an async consumer: wakes its event loop
+        self._cancel = False
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def done(self) -> bool:
+        return self.finished_at is not None
+
+    def cancel(self) -> None:
+        """Stop generating; the row is freed at the next token boundary (one decode step)."""
+        if not self.done:
+            self._cancel = True
+            self._scheduler._cancel(self)
+
+    # -- filled by the scheduler thread ----------------------------------------------------
+    def _put(self, item: Delta | BaseException) -> None:
+        if isinstance(item, Delta):
+            if item.token_id is not None:
+                self.first_token_at = self.first_token_at or time.perf_counter()
+                self.token_ids.append(item.token_id)
+            if item.finish_reason:
+                self.finish_reason = item.finish_reason
+        if isinstance(item, BaseException) or item.finish_reason:
+            self.finished_at = time.perf_counter()
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+            waker = self._waker
+        if waker is not None:
+            waker()
+
+    # -- read by the caller ----------------------------------------------------------------
+    def __iter__(self) -> Iterator[Delta]:
+        finished = False
+        try:
+            while True:
+                with self._cond:
+                    while not self._items:
+                        self._cond.wait()
+                    item = self._items.popleft()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                finished = item.finish_reason is not None
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self.cancel()
+
+    async def __aiter__(self) -> AsyncIterator[Delta]:
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+
+        def wake() -> None:  # called from the scheduler thread
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                loop.call_soon_threadsafe(ready.set)
+
+        finished = False
+        try:
+            with self._cond:
+                self._waker = wake
+            while True:
+                with self._cond:
+                    items = list(self._items)
+                    self._items.clear()
+                    if not items:
+                        ready.clear()  # a later _put sets it again
+                if not items:
+                    await ready.wait()
+                    continue
+                for item in items:
+                    if isinstance(item, BaseException):
+                        finished = True
+                        raise item
+                    finished = item.finish_reason is not None
+                    yield item
+                    if finished:
+                        return
+        finally:
+            self._waker = None
+            if not finished:
+                self.cancel()
+
+    def result(self) -> Completion:
+        """Wait for the end; the whole generation as a Completion."""
+        text = "".join(d.text for d in self)
+        first = self.first_token_at or self.finished_at
+        return Completion(
+            text=text,
+            token_ids=list(self.token_ids),
+            finish_reason=self.finish_reason,
+            prompt_tokens=self.prompt_tokens,
+            ttft_s=first - self.submitted_at,
+            decode_s=self.finished_at - first,
+        )
+
+
+@dataclass
+class _Row:
+    """A running request as the scheduler thread sees it."""
+
+    request: Request
+    sampler: Sampler
+    text: RowText
+    next_token: int = -1  # sampled, not yet fed to the model
+
+
+class _SlotRows:
+    """Native engine: every running sequence in one SlotCache, one forward per decode step."""
+
+    def __init__(self, decoder: NativeDecoder, rows: int, max_len: int, prefix=None):
+        self.decoder = decoder
+        self.cache = decoder.new_slot_cache(rows, max_len, prefix)
+
+    def add(self, prompt: list[int], room: int) -> torch.Tensor:
+        """Prefill `prompt` into a new last row; its next-token logits (1, vocab)."""
+        row = self.cache.add()
+        try:
+            self.cache.reserve(self.cache.lengths[row] + len(prompt))
+            ids = torch.tensor([prompt], device=self.decoder.device)
+            return self.decoder.forward(ids, self.cache.row(row))
+        except Exception:
+            self.cache.remove(row)
+            raise
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row, tokens (n,); logits (n, vocab)."""
+        cache = self.cache
+        cache.reserve(cache.pos + 1)
+        return self.decoder.forward(
+            tokens[:, None], cache, cache.positions(1), attn_mask=cache.attention_mask(1)
+        )
+
+    def remove(self, row: int) -> None:
+        self.cache.remove(row)
+
+
+class _OwnCacheRows:
+    """Any other decoder: a cache per row, the rows stepped one after another."""
+
+    def __init__(self, decoder):
+        self.decoder = decoder
+        self.caches = []
+
+    def add(self, prompt: list[int], room: int) -> torch.Tensor:
+        ids, cache, positions = start_batch(self.decoder, [prompt], room)
+        logits = self.decoder.forward(ids, cache, positions)
+        self.caches.append(cache)
+        return logits
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [
+                self.decoder.forward(t.view(1, 1), c)
+                for t, c in zip(tokens, self.caches, strict=True)
+            ]
+        )
+
+    def remove(self, row: int) -> None:
+        last = self.caches.pop()
+        if row < len(self.caches):
+            self.caches[row] = last
+
+
+class Scheduler:
+    """Runs many requests on one decoder with continuous batching, in a background thread.
+
+    `max_batch`: rows decoded together; `max_queue`: requests that may wait for a row
+    beyond the free ones (more raise QueueFullError); `context`: the longest prompt plus
+    completion (default: the model's); `prefill_tokens`: prompt tokens prefilled per
+    iteration before the running rows take their next step (one prompt at least).
+    """
+
+    def __init__(
+        self,
+        decoder,
+        tokenizer,
+        eos_ids: frozenset[int] = frozenset(),
+        max_batch: int = 16,
+        max_queue: int = 64,
+        context: int | None = None,
+        prefill_tokens: int = 512,
+    ):
+        if max_batch < 1 or max_queue < 0 or prefill_tokens < 1:
+            raise InvalidInputError(
+                f"invalid max_batch={max_batch}, max_queue={max_queue} or "
+                f"prefill_tokens={prefill_tokens}",
+                "max_batch and prefill_tokens must be >= 1, max_queue >= 0",
+            )
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.eos_ids = frozenset(eos_ids)
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.context = min(context or decoder.max_positions, decoder.max_positions)
+        self.prefill_tokens = prefill_tokens
+        self.cancelled = 0  # requests cancelled so far (for health and tests)
+        self._waiting: deque[Request] = deque()
+        self._running: list[_Row] = []  # row i of the batch is _running[i]
+        self._admitting = 0  # taken from the queue, not yet running
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._rows = None
+
+    @classmethod
+    def for_model(cls, model, **options) -> Scheduler:
+        """A scheduler over a loaded `lmforge.Model` (its decoder, tokenizer and EOS ids)."""
+        return cls(model.decoder, model.tokenizer, model.eos_ids, **options)
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self) -> Scheduler:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="lmforge-scheduler", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the thread; requests still waiting or running fail with SchedulerClosed."""
+        with self._lock:
+            self._closing = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        self._fail_all(SchedulerClosed("the server is shutting down", "retry later"), waiting=True)
+
+    def __enter__(self) -> Scheduler:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def running(self) -> int:
+        return len(self._running) + self._admitting
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    # -- requests --------------------------------------------------------------------------
+    def submit(self, prompt: list[int], params: SamplingParams | None = None) -> Request:
+        """Queue one generation; returns its handle at once."""
+        return self.submit_many([(prompt, params or SamplingParams())])[0]
+
+    def submit_many(self, items: list[tuple[list[int], SamplingParams]]) -> list[Request]:
+        """Queue several generations, all or none (QueueFullError when they do not fit)."""
+        requests = []
+        for prompt, params in items:
+            if not prompt:
+                raise InvalidInputError("empty prompt", "give at least one token of prompt text")
+            if len(prompt) >= self.context:
+                raise InvalidInputError(
+                    f"prompt of {len(prompt)} tokens does not fit the context of {self.context}",
+                    "shorten the prompt",
+                )
+            if min(prompt) < 0 or max(prompt) >= self.decoder.vocab_size:
+                raise InvalidInputError(
+                    "prompt has token ids outside the vocabulary",
+                    f"use ids in 0..{self.decoder.vocab_size - 1}",
+                )
+            params.validate()
+            requests.append(Request(self, list(prompt), params, self.context - len(prompt)))
+        with self._lock:
+            if self._closing:
+                raise SchedulerClosed("the server is shutting down", "retry later")
+            free = max(self.max_batch - len(self._running) - self._admitting, 0)
+            if len(self._waiting) + len(requests) > self.max_queue + free:
+                raise QueueFullError(len(self._waiting))
+            self._waiting.extend(requests)
+            self._wake.notify_all()
+        return requests
+
+    def _cancel(self, request: Request) -> None:
+        with self._lock:
+            if request in self._waiting:  # never ran: gone at once
+                self._waiting.remove(request)
+                self._finish_cancelled(request)
+            self._wake.notify_all()
+
+    def _finish_cancelled(self, request: Request) -> None:  # holding the lock
+        self.cancelled += 1
+        request._put(Delta(0, "", None, "cancelled"))
+
+    # -- the scheduler thread --------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            with torch.inference_mode():
+                self._rows = self._new_rows()
+                while True:
+                    with self._lock:
+                        while not (self._closing or self._waiting or self._running):
+                            self._wake.wait()
+                        if self._closing:
+                            return
+                        admitted = self._take_waiting()
+                    try:
+                        self._iteration(admitted)
+                    except Exception as err:  # a failed step fails the batch, not the server
+                        self._fail_all(err, admitted)
+                        self._rows = self._new_rows()
+        finally:  # if the thread dies, nobody waits for it in vain
+            with self._lock:
+                died, self._closing = not self._closing, True
+            if died:
+                self._fail_all(SchedulerClosed("the engine stopped", "restart it"), waiting=True)
+
+    def _new_rows(self):
+        decoder, prefix = self.decoder, None
+        if isinstance(decoder, PrefixDecoder):
+            decoder, prefix = decoder.inner, decoder.kv
+        if isinstance(decoder, NativeDecoder):
+            max_len = self.context + (self.decoder.prefix_len if prefix else 0)
+            return _SlotRows(decoder, self.max_batch, max_len, prefix)
+        return _OwnCacheRows(self.decoder)
+
+    def _take_waiting(self) -> list[Request]:
+        """Requests to admit now: free rows, within the prefill budget (one at least)."""
+        out, budget = [], self.prefill_tokens
+        while self._waiting and len(self._running) + len(out) < self.max_batch:
+            if out and len(self._waiting[0].prompt) > budget:
+                break
+            budget -= len(self._waiting[0].prompt)
+            out.append(self._waiting.popleft())
+        self._admitting = len(out)
+        return out
+
+    def _iteration(self, admitted: list[Request]) -> None:
+        self._drop_cancelled()
+        vocab, device = self.decoder.vocab_size, self.decoder.device
+        for request in admitted:
+            try:
+                logits = self._rows.add(request.prompt, request.max_new)  # (1, vocab)
+            except Exception as err:  # this prompt failed (memory?): only its request fails
+                with self._lock:
+                    self._admitting -= 1
+                request._put(err)
+                continue
+            sampler = Sampler(request.params, 1, vocab, device)
+            sampler.observe(torch.tensor([request.prompt], device=device))
+            row = _Row(
+                request,
+                sampler,
+                RowText(self.tokenizer, request.params.stop, request.max_new, self.eos_ids),
+            )
+            with self._lock:
+                self._running.append(row)
+                self._admitting -= 1
+            tokens = sampler(logits)  # (1,)
+            self._advance([int(tokens[0])], start=len(self._running) - 1)
+        if self._running:
+            tokens = torch.tensor([r.next_token for r in self._running], device=device)
+            logits = self._rows.step(tokens)  # (n, vocab)
+            sampled = [row.sampler(logits[i : i + 1]) for i, row in enumerate(self._running)]
+            self._advance(torch.cat(sampled).tolist())
+        self._drop_cancelled()
+
+    def _advance(self, tokens: list[int], start: int = 0) -> None:
+        """Give rows start.. their sampled tokens; finished rows leave the batch."""
+        for i in reversed(range(start, start + len(tokens))):  # removal moves the last row
+            row, tok = self._running[i], tokens[i - start]
+            delta = row.text.push(tok)
+            row.request._put(delta)
+            if delta.finish_reason:
+                self._remove(i)
+            else:
+                row.next_token = tok
+                if row.sampler.seen is not None:  # only the repetition penalty reads it
+                    row.sampler.observe(torch.tensor([[tok]], device=self.decoder.device))
+
+    def _drop_cancelled(self) -> None:
+        for i in reversed(range(len(self._running))):
+            request = self._running[i].request
+            if request._cancel and not request.done:
+                self._remove(i)
+                with self._lock:
+                    self._finish_cancelled(request)
+
+    def _remove(self, i: int) -> None:
+        self._rows.remove(i)
+        with self._lock:
+            last = self._running.pop()
+            if i < len(self._running):
+                self._running[i] = last
+
+    def _fail_all(self, err: BaseException, admitted=(), waiting: bool = False) -> None:
+        """Fail the running requests (and the waiting ones if `waiting`) with `err`."""
+        with self._lock:
+            requests = [r.request for r in self._running] + list(admitted)
+            if waiting:
+                requests += self._waiting
+                self._waiting.clear()
+            self._running.clear()
+            self._admitting = 0
+        for request in requests:
+            if not request.done:
+                request._put(err)
