@@ -122,7 +122,7 @@ def worker_lmforge(spec: dict) -> dict:
     config = TuneConfig(
         data=spec["data"],
         method="lora",
-        out="bench-tune",
+        out=f"bench-tune-{os.getpid()}",  # a new name per repeat
         max_steps=spec["warmup"] + spec["steps"],
         micro_batch=spec["rows"],
         grad_accum=spec["grad_accum"],
@@ -188,7 +188,7 @@ def worker_hf(spec: dict) -> dict:
     tok = AutoTokenizer.from_pretrained(folder)
     # bf16: the base loaded in bf16 (peft keeps the adapter fp32) and the Trainer's bf16
     # autocast on top, its fastest mixed-precision setting on a CPU
-    dtype = torch.bfloat16 if spec["precision"] == "bf16" else torch.float32
+    dtype = torch.bfloat16 if spec["hf_precision"] == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     examples, _ = read_examples(spec["data"], tok, spec["seq_len"])  # lmforge's tokens and masks
     dataset = datasets.Dataset.from_list(
@@ -252,7 +252,7 @@ def worker_hf(spec: dict) -> dict:
             seed=SEED,
             disable_tqdm=True,
             label_names=["labels"],
-            bf16=spec["precision"] == "bf16",
+            bf16=spec["hf_precision"] == "bf16",
         )
         trainer = Trainer(
             model=model,
@@ -534,7 +534,13 @@ def main() -> None:
         "--precision",
         choices=("fp32", "bf16"),
         default="fp32",
-        help="both engines: fp32, or the frozen base in bf16 with an fp32 adapter",
+        help="lmforge: fp32, or the frozen base in bf16 with an fp32 adapter",
+    )
+    parser.add_argument(
+        "--hf-precision",
+        choices=("fp32", "bf16"),
+        default=None,
+        help="the HF Trainer's (default: the same as --precision)",
     )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
@@ -543,8 +549,12 @@ def main() -> None:
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # engine spec result
     args = parser.parse_args()
     results_dir = Path(__file__).parent / "results"
+    args.hf_precision = args.hf_precision or args.precision
     if args.out is None:
-        args.out = results_dir / ("tune.json" if args.precision == "fp32" else "tune_bf16.json")
+        tag = "" if args.precision == args.hf_precision == "fp32" else f"_{args.precision}"
+        if args.hf_precision != args.precision:
+            tag += f"_vs_hf_{args.hf_precision}"
+        args.out = results_dir / f"tune{tag}.json"
     if args.worker:
         engine, spec_path, result_path = args.worker
         spec = json.loads(Path(spec_path).read_text())
@@ -580,6 +590,7 @@ def main() -> None:
             "warmup": args.warmup,
             "threads": threads,
             "precision": args.precision,
+            "hf_precision": args.hf_precision,
         }
         runs: dict[str, list[dict]] = {e: [] for e in ENGINES}
         for rep in range(1, args.repeats + 1):
@@ -633,7 +644,8 @@ def main() -> None:
                 "warmup_steps": args.warmup,
                 "timed_steps": args.steps,
                 "repeats": args.repeats,
-                "dtype": args.precision,
+                "lmforge_precision": args.precision,
+                "hf_precision": args.hf_precision,
             },
             "engines": engines,
             "ratios": ratios,
