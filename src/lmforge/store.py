@@ -90,7 +90,11 @@ class Artifact:
         return self.path / "model"
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        """Bytes on disk of what the artifact ships: everything but its `evals/` results."""
+        evals = self.path / "evals"
+        return sum(
+            p.stat().st_size for p in self.path.rglob("*") if p.is_file() and evals not in p.parents
+        )
 
 
 class Store:

@@ -121,3 +121,18 @@ def test_cli_quantize_then_generate(base, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "does not divide" in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_flag_scores_the_new_artifact_for_the_frontier(base, capsys):
+    from lmforge.cli import main
+
+    main(["quantize", base, "--out", "q-eval", "--eval", "core"])
+    doc = json.loads((Store().get("q-eval").path / "evals" / "core.json").read_text())
+    assert doc["model"]["artifact"] == "q-eval" and doc["model"]["dtype"] == "int8"
+    assert 0 <= doc["summary"]["acc"] <= 1 and doc["decode"]["decode_tok_s"] > 0
+    assert doc["size_mb"] == round(Store().get("q-eval").size_bytes() / 1e6, 2)
+    main(["eval", base, "--suite", "core"])
+    capsys.readouterr()
+    main(["eval", "compare", base, "q-eval"])
+    table = capsys.readouterr().out
+    assert "decode tok/s" in table and "size on disk" in table
