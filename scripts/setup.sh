@@ -15,4 +15,12 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   $PIP install --quiet "torch==${TORCH_VERSION:-2.13.0}"
 fi
 $PIP install --quiet -e ".[dev${EXTRAS:+,$EXTRAS}]"
+# The web chat's browser test drives Debian's Chromium through Playwright (Playwright's own
+# browser download cannot reach its CDN here), so install the system package if it is missing.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } \
+    >/dev/null 2>&1 || echo "warning: could not install Debian's chromium; tests/serve/test_webchat.py needs it" >&2
+fi
 .venv/bin/python -c "import torch, lmforge; print('lmforge ready: torch', torch.__version__, '| cuda:', torch.cuda.is_available())"

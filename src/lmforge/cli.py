@@ -486,6 +486,38 @@ def models_rm(name: str) -> None:
     click.echo(f"removed {name}")
 
 
+@cli.group()
+def feedback() -> None:
+    """Turn the web chat's feedback (thumbs, edited answers) into training data."""
+
+
+@feedback.command("export")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["dpo", "sft"]),
+    required=True,
+    help="dpo: prompt/chosen/rejected pairs (`lmforge tune --method dpo`); sft: chat messages.",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="JSONL file to write.")
+@click.option(
+    "--db", type=click.Path(dir_okay=False), help="Store [default: $LMFORGE_HOME/serve.db]."
+)
+def feedback_export(format_: str, out: str, db: str | None) -> None:
+    """Write the feedback stored by `lmforge serve`'s web chat as JSONL that `lmforge tune` reads."""
+    from lmforge.errors import NotFoundError
+    from lmforge.serve.feedback import FeedbackStore
+
+    store = FeedbackStore(db)
+    if not store.path.is_file():
+        raise NotFoundError(
+            f"no feedback store at {store.path}",
+            "chat at `lmforge serve`'s page first, or pass --db",
+        )
+    count = store.export(format_, out)
+    click.echo(f"wrote {count} {format_} record(s) to {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2; --debug shows the traceback."""
     args = sys.argv[1:] if argv is None else argv

@@ -6,86 +6,15 @@ import json
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-import torch
+from live_server import BODY_LIMIT, Server, wait_until
 
-from lmforge.models.model import Model
 from lmforge.serve import ServeConfig, create_app
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
-BODY_LIMIT = 64 << 10
-
-
-class Server:
-    """An app served by uvicorn in a thread, on a free port."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.app = app
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        wait_until(lambda: self.server.started)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0)
-        self.scheduler = app.state.scheduler
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-    def raw(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
-        request = urllib.request.Request(
-            self.url + path, body, {"Content-Type": "application/json"}, method=method
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.005)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread (and wait on it when a core is busy)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model(model_factory, tiny_tokenizer):
-    model = Model(
-        model_factory(len(tiny_tokenizer), max_position_embeddings=1024),
-        tiny_tokenizer,
-        name="tiny",
-    )
-    model.eos_ids = frozenset()  # every request runs to max_tokens: exact counts, long runs
-    return model
-
-
-@pytest.fixture(scope="module")
-def server(model):
-    server = Server(create_app(model, ServeConfig(max_body_bytes=BODY_LIMIT)))
-    yield server
-    server.stop()
 
 
 def alone(model, prompt_ids: list[int], **sampling):
@@ -173,7 +102,6 @@ def test_completions_plain_streamed_and_n(server, model, tiny_tokenizer):
             openai.BadRequestError,
             "messages.0.role",
         ),
-        (dict(logprobs=True), openai.BadRequestError, "logprobs"),
         (dict(n=0), openai.BadRequestError, "n"),
         (dict(extra_body={"frobnicate": 1}), openai.BadRequestError, "frobnicate"),
     ],

@@ -46,6 +46,9 @@ class Delta:
     text: str
     token_id: int | None
     finish_reason: str | None = None  # "stop" (EOS or a stop string) or "length"
+    # filled only when the request asks for log-probabilities (see engine.scheduler):
+    logprob: float | None = None  # log p(token_id) under the model's raw distribution
+    top_logprobs: list[tuple[int, float]] | None = None  # the k most likely (id, logprob)
 
 
 @dataclass

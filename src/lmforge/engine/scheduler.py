@@ -18,6 +18,14 @@ Each request has its own `SamplingParams` and its own `Sampler`, so a seed repro
 request whatever runs beside it. Measured on 2 cores, vocab 49152, 16 rows: a sampler per
 row costs what one batched `Sampler` costs (greedy 0.52 vs 0.47 ms a step; temperature with
 top-p 69 vs 82 ms, the full-vocabulary sort dominating either way).
+
+Log-probabilities, when a request asks for them (`logprobs=k`), ride on its Deltas: the
+chosen token's and the k most likely, all from `log_softmax` of the model's raw logits at
+that step, i.e. the distribution before the repetition penalty, temperature, top-k and
+top-p reshape it (what vLLM returns by default). `echo=True` also scores the prompt: the
+scheduler thread, which owns the decoder, runs one more forward over the prompt with
+`all_logits=True` at admission and sets `Request.prompt_logprobs` before the first Delta.
+`generate=False` (the API's `max_tokens: 0`) stops there: one Delta, finish_reason "length".
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -66,11 +74,24 @@ class Request:
     Leaving an iteration early (break, a dropped client) cancels the request.
     """
 
-    def __init__(self, scheduler: Scheduler, prompt: list[int], params: SamplingParams, room: int):
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        prompt: list[int],
+        params: SamplingParams,
+        room: int,
+        logprobs: int | None = None,
+        echo: bool = False,
+        generate: bool = True,
+    ):
         self.id = next(_ids)
         self.prompt = prompt
         self.params = params
-        self.max_new = min(params.max_tokens, room)
+        self.max_new = min(params.max_tokens, room) if generate else 0
+        self.logprobs = logprobs  # None: off; k: the chosen token's and the k most likely
+        self.echo = echo
+        # with echo: one entry per prompt token, None for the first (nothing predicts it)
+        self.prompt_logprobs: list[TokenLogprob | None] | None = None
         self.token_ids: list[int] = []  # generated, EOS excluded
         self.finish_reason: str | None = None
         self.submitted_at = time.perf_counter()
@@ -81,6 +102,7 @@ class Request:
         self._cond = threading.Condition()
         self._waker = None  # set by an async consumer: wakes its event loop
         self._cancel = False
+        self._last_at = 0.0  # when the previous token came (for on_token)
 
     @property
     def prompt_tokens(self) -> int:
@@ -104,7 +126,13 @@ class Request:
     def _put(self, item: Delta | BaseException) -> None:
         if isinstance(item, Delta):
             if item.token_id is not None:
-                self.first_token_at = self.first_token_at or time.perf_counter()
+                now = time.perf_counter()
+                on_token = self._scheduler.on_token
+                if on_token is not None:  # metrics: time to first token, or since the last
+                    first = self.first_token_at is None
+                    on_token(first, now - (self.submitted_at if first else self._last_at))
+                self._last_at = now
+                self.first_token_at = self.first_token_at or now
                 self.token_ids.append(item.token_id)
             if item.finish_reason:
                 self.finish_reason = item.finish_reason
@@ -183,6 +211,24 @@ class Request:
             ttft_s=first - self.submitted_at,
             decode_s=self.finished_at - first,
         )
+
+
+TokenLogprob = tuple[float, list[tuple[int, float]]]
+"""A token's log-probability and the k most likely (token id, log-probability) there."""
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, k: int) -> list[TokenLogprob]:
+    """For logits (n, vocab) and the tokens (n,) chosen there: each token's log-probability
+    under the raw logits and the top k alternatives, most likely first."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (n, vocab)
+    chosen = logp.gather(1, tokens.view(-1, 1).to(logp.device)).squeeze(1).tolist()  # (n,)
+    if k == 0:
+        return [(lp, []) for lp in chosen]
+    top = torch.topk(logp, min(k, logp.shape[-1]), dim=-1)  # (n, k)
+    return [
+        (lp, list(zip(ids, values, strict=True)))
+        for lp, ids, values in zip(chosen, top.indices.tolist(), top.values.tolist(), strict=True)
+    ]
 
 
 @dataclass
@@ -270,6 +316,7 @@ class Scheduler:
         max_queue: int = 64,
         context: int | None = None,
         prefill_tokens: int = 512,
+        on_token: Callable[[bool, float], None] | None = None,
     ):
         if max_batch < 1 or max_queue < 0 or prefill_tokens < 1:
             raise InvalidInputError(
@@ -284,6 +331,9 @@ class Scheduler:
         self.max_queue = max_queue
         self.context = min(context or decoder.max_positions, decoder.max_positions)
         self.prefill_tokens = prefill_tokens
+        # called from the scheduler thread at each generated token: (first, seconds since
+        # the request was submitted if first, else since its previous token)
+        self.on_token = on_token
         self.cancelled = 0  # requests cancelled so far (for health and tests)
         self._waiting: deque[Request] = deque()
         self._running: list[_Row] = []  # row i of the batch is _running[i]
@@ -334,8 +384,21 @@ class Scheduler:
         """Queue one generation; returns its handle at once."""
         return self.submit_many([(prompt, params or SamplingParams())])[0]
 
-    def submit_many(self, items: list[tuple[list[int], SamplingParams]]) -> list[Request]:
-        """Queue several generations, all or none (QueueFullError when they do not fit)."""
+    def submit_many(
+        self,
+        items: list[tuple[list[int], SamplingParams]],
+        logprobs: int | None = None,
+        echo: bool = False,
+        generate: bool = True,
+    ) -> list[Request]:
+        """Queue several generations, all or none (QueueFullError when they do not fit).
+
+        `logprobs=k` puts log-probabilities on every Delta (the chosen token's and the k
+        most likely); `echo` sets each Request's `prompt_logprobs`; `generate=False` only
+        scores the prompt (with echo) and ends with no token.
+        """
+        if logprobs is not None and logprobs < 0:
+            raise InvalidInputError(f"invalid logprobs={logprobs}", "use an integer >= 0")
         requests = []
         for prompt, params in items:
             if not prompt:
@@ -351,7 +414,8 @@ class Scheduler:
                     f"use ids in 0..{self.decoder.vocab_size - 1}",
                 )
             params.validate()
-            requests.append(Request(self, list(prompt), params, self.context - len(prompt)))
+            room = self.context - len(prompt)
+            requests.append(Request(self, list(prompt), params, room, logprobs, echo, generate))
         with self._lock:
             if self._closing:
                 raise SchedulerClosed("the server is shutting down", "retry later")
@@ -421,6 +485,13 @@ class Scheduler:
         vocab, device = self.decoder.vocab_size, self.decoder.device
         for request in admitted:
             try:
+                if request.echo:
+                    request.prompt_logprobs = self._score_prompt(request)
+                if request.max_new == 0:  # only the prompt was asked for
+                    with self._lock:
+                        self._admitting -= 1
+                    request._put(Delta(0, "", None, "length"))
+                    continue
                 logits = self._rows.add(request.prompt, request.max_new)  # (1, vocab)
             except Exception as err:  # this prompt failed (memory?): only its request fails
                 with self._lock:
@@ -438,19 +509,34 @@ class Scheduler:
                 self._running.append(row)
                 self._admitting -= 1
             tokens = sampler(logits)  # (1,)
-            self._advance([int(tokens[0])], start=len(self._running) - 1)
+            self._advance(tokens, logits, start=len(self._running) - 1)
         if self._running:
             tokens = torch.tensor([r.next_token for r in self._running], device=device)
             logits = self._rows.step(tokens)  # (n, vocab)
             sampled = [row.sampler(logits[i : i + 1]) for i, row in enumerate(self._running)]
-            self._advance(torch.cat(sampled).tolist())
+            self._advance(torch.cat(sampled), logits)
         self._drop_cancelled()
 
-    def _advance(self, tokens: list[int], start: int = 0) -> None:
-        """Give rows start.. their sampled tokens; finished rows leave the batch."""
+    def _score_prompt(self, request: Request) -> list[TokenLogprob | None]:
+        """Log-probabilities of the prompt's own tokens, from one forward over it."""
+        ids, cache, positions = start_batch(self.decoder, [request.prompt], 0)
+        logits = self.decoder.forward(ids, cache, positions, all_logits=True)[0]  # (T, vocab)
+        # position t predicts token t + 1; the first token has no prediction
+        return [None, *token_logprobs(logits[:-1], ids[0, 1:], request.logprobs or 0)]
+
+    def _advance(self, sampled: torch.Tensor, logits: torch.Tensor, start: int = 0) -> None:
+        """Give rows start.. their sampled tokens (n,), drawn from logits (n, vocab);
+        finished rows leave the batch."""
+        tokens = sampled.tolist()
+        wanted = [self._running[start + i].request.logprobs for i in range(len(tokens))]
+        k = max((w for w in wanted if w is not None), default=None)
+        scored = token_logprobs(logits, sampled, k) if k is not None else None
         for i in reversed(range(start, start + len(tokens))):  # removal moves the last row
             row, tok = self._running[i], tokens[i - start]
             delta = row.text.push(tok)
+            if row.request.logprobs is not None and delta.token_id is not None:
+                delta.logprob, top = scored[i - start]
+                delta.top_logprobs = top[: row.request.logprobs]
             row.request._put(delta)
             if delta.finish_reason:
                 self._remove(i)

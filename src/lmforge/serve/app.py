@@ -4,6 +4,14 @@ Routes turn a request into token-id prompts and `SamplingParams`, submit them to
 engine's `Scheduler` (continuous batching in its own thread) and answer with its deltas,
 whole or streamed as server-sent events (`data: {...}` ... `data: [DONE]`). A client that
 goes away has its requests cancelled, which frees their rows at the next token.
+
+Log-probabilities come from the scheduler (on each Delta, and `Request.prompt_logprobs` for
+`echo`): those of the model's raw distribution, before the repetition penalty, temperature,
+top-k and top-p. Chat answers them as `choices[].logprobs.content[]` ({token, logprob,
+bytes, top_logprobs}); completions in the legacy shape ({tokens, token_logprobs,
+top_logprobs, text_offset}), where each `top_logprobs` entry also holds the chosen token, a
+prompt's first token has null entries, and `text_offset` counts characters of the choice's
+token strings from its start (the echoed prompt included).
 """
 
 from __future__ import annotations
@@ -12,19 +20,21 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import lru_cache
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from lmforge.engine.scheduler import Request as Handle
 from lmforge.engine.scheduler import Scheduler
 from lmforge.errors import InvalidInputError
-from lmforge.serve import errors
+from lmforge.serve import errors, webchat
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.errors import APIError
-from lmforge.serve.schemas import ChatRequest, CompletionRequest
+from lmforge.serve.metrics import CONTENT_TYPE, CountRequests, Metrics
+from lmforge.serve.schemas import HINTS, ChatRequest, CompletionRequest
 
 COMPLETIONS_MAX_TOKENS = 16  # the OpenAI default for /v1/completions; chat runs to the context
 DRAIN_LIMIT = 16 << 20  # read (and drop) at most this much of a too-large body, then close
@@ -34,10 +44,19 @@ def create_app(model, config: ServeConfig | None = None) -> FastAPI:
     """An app serving `model` (a loaded `lmforge.Model`); its scheduler runs while the app does."""
     config = config or ServeConfig()
     name = config.model_name or model.name or "lmforge"
+    metrics = Metrics(waiting=lambda: scheduler.waiting, running=lambda: scheduler.running)
     scheduler = Scheduler.for_model(
-        model, max_batch=config.max_batch, max_queue=config.max_queue, context=config.context
+        model,
+        max_batch=config.max_batch,
+        max_queue=config.max_queue,
+        context=config.context,
+        on_token=metrics.on_token,
     )
     created = int(time.time())
+
+    @lru_cache(maxsize=1 << 16)
+    def token_text(token_id: int) -> str:
+        return model.tokenizer.decode([token_id])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -50,7 +69,10 @@ def create_app(model, config: ServeConfig | None = None) -> FastAPI:
     app = FastAPI(title="lmforge", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.scheduler = scheduler
     app.state.config = config
+    app.state.metrics = metrics
     errors.install(app)
+    webchat.install(app)  # the web chat at / with its /ui/ routes and feedback store
+    app.add_middleware(CountRequests, metrics=metrics)
 
     def model_card() -> dict:
         return {"id": name, "object": "model", "created": created, "owned_by": "lmforge"}
@@ -75,6 +97,10 @@ def create_app(model, config: ServeConfig | None = None) -> FastAPI:
             "max_queue": scheduler.max_queue,
         }
 
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
     @app.get("/v1/models")
     async def list_models() -> dict:
         return {"object": "list", "data": [model_card()]}
@@ -88,10 +114,13 @@ def create_app(model, config: ServeConfig | None = None) -> FastAPI:
     async def chat_completions(request: Request):
         body = ChatRequest.model_validate(await read_json(request, config.max_body_bytes))
         check_model(body.model)
+        if body.top_logprobs is not None and not body.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", "top_logprobs")
         prompt = model.chat_prompt([m.plain() for m in body.messages])
         max_tokens = body.max_completion_tokens or body.max_tokens
-        job = _Job(scheduler, body, [prompt], max_tokens, None, "messages")
-        return await job.respond(request, name, chat=True)
+        logprobs = (body.top_logprobs or 0) if body.logprobs else None
+        job = _Job(scheduler, body, [prompt], max_tokens, None, "messages", logprobs)
+        return await job.respond(request, name, token_text, chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -99,9 +128,21 @@ def create_app(model, config: ServeConfig | None = None) -> FastAPI:
         check_model(body.model)
         if body.best_of not in (None, body.n):
             raise APIError(400, "best_of other than n is not supported", param="best_of")
-        prompts = [p if isinstance(p, list) else model.encode(p) for p in _prompt_list(body.prompt)]
-        job = _Job(scheduler, body, prompts, body.max_tokens, COMPLETIONS_MAX_TOKENS, "prompt")
-        return await job.respond(request, name, chat=False)
+        given = _prompt_list(body.prompt)
+        prompts = [p if isinstance(p, list) else model.encode(p) for p in given]
+        job = _Job(
+            scheduler,
+            body,
+            prompts,
+            body.max_tokens,
+            COMPLETIONS_MAX_TOKENS,
+            "prompt",
+            body.logprobs,
+            echo=[p if isinstance(p, str) else model.tokenizer.decode(p) for p in given]
+            if body.echo
+            else None,
+        )
+        return await job.respond(request, name, token_text, chat=False)
 
     return app
 
@@ -158,11 +199,18 @@ class _Job:
         max_tokens: int | None,
         default_max_tokens: int | None,
         what: str,
+        logprobs: int | None = None,
+        echo: list[str] | None = None,
     ):
-        """`max_tokens` as asked (more than fits the context is a 400); if not asked,
-        `default_max_tokens` or, if None, the room left in the context."""
-        if body.unsupported():
-            raise APIError(400, f"{body.unsupported()} is not supported", body.unsupported())
+        """`max_tokens` as asked (more than fits the context is a 400; 0 generates nothing);
+        if not asked, `default_max_tokens` or, if None, the room left in the context.
+        `logprobs`: None, or how many alternatives to give with each token's logprob;
+        `echo`: the prompts' texts, to open each choice with its prompt (and its logprobs)."""
+        field = body.unsupported()
+        if field:
+            raise APIError(
+                400, f"{field} is not supported: {HINTS.get(field, '')}".rstrip(": "), field
+            )
         if not prompts or not all(prompts):
             raise APIError(400, f"{what} must not be empty", what)
         context = scheduler.context
@@ -185,16 +233,20 @@ class _Job:
         if len(prompts) * body.n > scheduler.max_batch + scheduler.max_queue:
             raise APIError(400, f"n={body.n} is more than this server takes at once", "n")
         self.body, self.prompts = body, prompts
+        self.logprobs, self.echo = logprobs, echo
 
         def most(prompt: list[int]) -> int:
             room = context - len(prompt)
-            return max_tokens or min(default_max_tokens or room, room)
+            return max_tokens if max_tokens is not None else min(default_max_tokens or room, room)
 
+        generate = max_tokens != 0
         self.items = [
-            (p, body.sampling(most(p), choice)) for p in prompts for choice in range(body.n)
+            (p, body.sampling(max(most(p), 1), choice)) for p in prompts for choice in range(body.n)
         ]
         try:
-            self.handles: list[Handle] = scheduler.submit_many(self.items)
+            self.handles: list[Handle] = scheduler.submit_many(
+                self.items, logprobs=logprobs, echo=echo is not None, generate=generate
+            )
         except InvalidInputError as e:  # e.g. token ids outside the vocabulary
             raise APIError(400, str(e), what) from e
         self.id = uuid.uuid4().hex
@@ -209,43 +261,58 @@ class _Job:
             "total_tokens": prompt + completion,
         }
 
-    async def respond(self, request: Request, name: str, chat: bool):
+    async def respond(self, request: Request, name: str, token_text, chat: bool):
         head = {
             "id": ("chatcmpl-" if chat else "cmpl-") + self.id,
             "created": self.created,
             "model": name,
         }
         if self.body.stream:
-            return _EventStream(self._events(request, head, chat), self.handles)
+            return _EventStream(self._events(request, head, token_text, chat), self.handles)
         texts = [[] for _ in self.handles]
+        logs = [_Logprobs(token_text, chat) for _ in self.handles]
+        echoed: set[int] = set()
+        for i in range(len(self.handles)):
+            if self.echo is not None:
+                texts[i].append(self.echo[i // self.body.n])
         async for i, delta in _merged(self.handles, request):
+            if self.echo is not None and i not in echoed:  # its first delta
+                echoed.add(i)
+                logs[i].add_prompt(self.handles[i])
             texts[i].append(delta.text)
+            logs[i].add(delta)
         choices = []
         for i, handle in enumerate(self.handles):
             text, reason = "".join(texts[i]), handle.finish_reason
+            logprobs = logs[i].take() if self.logprobs is not None else None
             if chat:
                 message = {"role": "assistant", "content": text}
                 choices.append(
-                    {"index": i, "message": message, "logprobs": None, "finish_reason": reason}
+                    {"index": i, "message": message, "logprobs": logprobs, "finish_reason": reason}
                 )
             else:
                 choices.append(
-                    {"index": i, "text": text, "logprobs": None, "finish_reason": reason}
+                    {"index": i, "text": text, "logprobs": logprobs, "finish_reason": reason}
                 )
         kind = "chat.completion" if chat else "text_completion"
         return JSONResponse({**head, "object": kind, "choices": choices, "usage": self.usage()})
 
-    async def _events(self, request: Request, head: dict, chat: bool) -> AsyncIterator[str]:
+    async def _events(
+        self, request: Request, head: dict, token_text, chat: bool
+    ) -> AsyncIterator[str]:
         kind = "chat.completion.chunk" if chat else "text_completion"
+        logs = [_Logprobs(token_text, chat) for _ in self.handles]
+        echoed: set[int] = set()
 
         def event(choices: list, **extra) -> str:
             return f"data: {json.dumps({**head, 'object': kind, 'choices': choices, **extra})}\n\n"
 
         def choice(i: int, text: str | None, reason: str | None = None) -> dict:
+            logprobs = logs[i].take() if self.logprobs is not None and text is not None else None
             if chat:
                 delta = {} if text is None else {"content": text}
-                return {"index": i, "delta": delta, "logprobs": None, "finish_reason": reason}
-            return {"index": i, "text": text or "", "logprobs": None, "finish_reason": reason}
+                return {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
+            return {"index": i, "text": text or "", "logprobs": logprobs, "finish_reason": reason}
 
         try:
             if chat:
@@ -255,7 +322,12 @@ class _Job:
                         [{"index": i, "delta": opening, "logprobs": None, "finish_reason": None}]
                     )
             async for i, delta in _merged(self.handles, request):
-                if delta.text:
+                if self.echo is not None and i not in echoed:  # its first delta
+                    echoed.add(i)
+                    logs[i].add_prompt(self.handles[i])
+                    yield event([choice(i, self.echo[i // self.body.n])])
+                logs[i].add(delta)
+                if delta.text or delta.logprob is not None:
                     yield event([choice(i, delta.text)])
                 if delta.finish_reason in ("stop", "length"):
                     yield event([choice(i, None, delta.finish_reason)])
@@ -265,6 +337,55 @@ class _Job:
         except Exception as err:  # headers are sent: report it in the stream, as OpenAI does
             yield f"data: {json.dumps({'error': errors.from_exception(err).body()})}\n\n"
         yield "data: [DONE]\n\n"
+
+
+class _Logprobs:
+    """One choice's log-probabilities as the API shows them, gathered until `take()`:
+    chat's `{"content": [...]}`, or the legacy completions lists."""
+
+    def __init__(self, token_text: Callable[[int], str], chat: bool):
+        self.text, self.chat = token_text, chat
+        self.offset = 0  # legacy text_offset: characters of token strings so far
+        self.entries: list[tuple[int, tuple | None]] = []  # (token id, (logprob, top) | None)
+
+    def add(self, delta) -> None:
+        if delta.token_id is not None and delta.logprob is not None:
+            self.entries.append((delta.token_id, (delta.logprob, delta.top_logprobs or [])))
+
+    def add_prompt(self, handle: Handle) -> None:
+        self.entries += zip(handle.prompt, handle.prompt_logprobs, strict=True)
+
+    def take(self) -> dict:
+        entries, self.entries = self.entries, []
+        if self.chat:  # a chat answer has no prompt entries, so every entry has a logprob
+            return {
+                "content": [
+                    {**self._token(tok, lp), "top_logprobs": [self._token(t, v) for t, v in top]}
+                    for tok, (lp, top) in entries
+                ],
+                "refusal": None,
+            }
+        out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for tok, scored in entries:
+            text = self.text(tok)
+            out["tokens"].append(text)
+            out["text_offset"].append(self.offset)
+            self.offset += len(text)
+            lp, top = scored if scored is not None else (None, None)
+            out["token_logprobs"].append(lp)
+            # as OpenAI: the k most likely and the chosen token (so up to k + 1 entries);
+            # tokens with the same text (byte pieces shown as U+FFFD) keep the likeliest
+            alts = None
+            if top is not None:
+                alts = {}
+                for t, v in [*top, (tok, lp)]:
+                    alts.setdefault(self.text(t), v)
+            out["top_logprobs"].append(alts)
+        return out
+
+    def _token(self, tok: int, logprob: float) -> dict:
+        text = self.text(tok)
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
 
 
 async def _merged(handles: list[Handle], request: Request) -> AsyncIterator[tuple[int, object]]:

@@ -2,9 +2,11 @@
 
 Fields that OpenAI clients send but lmforge does not act on fall in two groups:
 `IGNORED` change nothing about the answer (`user`, `metadata`, `store` ...) and are accepted;
-`NEUTRAL_ONLY` would change it (`logprobs`, `tools`, `frequency_penalty` ...) and are accepted
-only at their neutral value, anything else is a 400 that names the field. Beyond OpenAI,
-`top_k` and `repetition_penalty` reach the engine's sampler (as in vLLM's `extra_body`).
+`NEUTRAL_ONLY` would change it (`tools`, `response_format`, `frequency_penalty` ...) and are
+accepted only at their neutral value, anything else is a 400 that names the field. Beyond
+OpenAI, `top_k` and `repetition_penalty` reach the engine's sampler (as in vLLM's
+`extra_body`). Log-probabilities (`logprobs`, `top_logprobs`; `echo` on completions) are
+served: see `lmforge.serve.app`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ NEUTRAL_ONLY: dict[str, tuple] = {
     "frequency_penalty": (None, 0, 0.0),
     "presence_penalty": (None, 0, 0.0),
     "logit_bias": (None, {}),
-    "logprobs": (None, False, 0),
-    "top_logprobs": (None, 0),
     "tools": (None, []),
     "tool_choice": (None, "none", "auto"),
     "functions": (None, []),
@@ -31,9 +31,15 @@ NEUTRAL_ONLY: dict[str, tuple] = {
     "audio": (None,),
     "prediction": (None,),
     "web_search_options": (None,),
-    "echo": (None, False),
     "suffix": (None, ""),
 }
+# why a NEUTRAL_ONLY field is refused, where there is more to say than its name
+HINTS = {
+    "response_format": "JSON mode and structured outputs are not built; only "
+    '{"type": "text"} is accepted',
+}
+MAX_TOP_LOGPROBS = 20
+TopLogprobs = Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)]
 IGNORED = (
     "user",
     "metadata",
@@ -138,7 +144,7 @@ class ChatRequest(_Generate):
     messages: Annotated[list[Message], Field(min_length=1)]
     max_completion_tokens: Count | None = None  # the newer name of max_tokens
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: TopLogprobs | None = None  # needs logprobs: true
     tools: list[Any] | None = None
     tool_choice: Any = None
     functions: list[Any] | None = None
@@ -154,7 +160,8 @@ class CompletionRequest(_Generate):
     """POST /v1/completions: one prompt or several, as text or token ids."""
 
     prompt: str | list[str] | list[int] | list[list[int]]
-    logprobs: int | None = None
-    echo: bool | None = None
+    max_tokens: Annotated[int, Field(ge=0)] | None = None  # 0: only the prompt (with echo)
+    logprobs: TopLogprobs | None = None  # the chosen token's and this many most likely
+    echo: bool | None = None  # the answer opens with the prompt (and its logprobs)
     suffix: str | None = None
     best_of: Annotated[int, Field(ge=1)] | None = None

@@ -1,0 +1,179 @@
+"""The web chat in a real browser: Debian's Chromium driven by Playwright, against a real
+uvicorn server on 127.0.0.1 with a tiny model (`playwright install` is never needed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+
+import pytest
+import torch
+from live_server import Server, wait_until
+from playwright import sync_api
+
+from lmforge.cli import main
+from lmforge.models.model import Model
+from lmforge.serve import ServeConfig, create_app
+from lmforge.serve.feedback import FeedbackStore
+
+# Debian's chromium, which scripts/setup.sh installs; a missing one fails the test loudly.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def server(model_factory, tiny_tokenizer, tmp_path_factory):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model = Model(
+        model_factory(len(tiny_tokenizer), max_position_embeddings=4096),
+        tiny_tokenizer,
+        name="tiny",
+    )
+    model.eos_ids = frozenset()  # answers run to max_tokens: a long one is there to stop
+    app = create_app(model, ServeConfig(max_batch=2, max_queue=4))
+    app.state.feedback = FeedbackStore(tmp_path_factory.mktemp("webchat") / "serve.db")
+    server = Server(app)
+    yield server
+    server.stop()
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def post(server, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        server.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_chat_stream_stop_feedback_reload_export(server, browser, tmp_path):
+    page = browser.new_page()
+    page.set_default_timeout(20_000)
+    outside = []  # nothing may be fetched from anywhere but the server
+    page.on("request", lambda r: None if r.url.startswith(server.url) else outside.append(r.url))
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.locator("#model option").all_inner_texts() == ["tiny"]
+
+    # 1. a message streams in: the reply's text grows over several updates
+    page.evaluate(
+        """() => { window.lengths = [];
+        new MutationObserver(() => {
+          const t = document.querySelector('.msg.assistant .text');
+          if (t) window.lengths.push(t.textContent.length);
+        }).observe(document.getElementById('messages'), {subtree: true, childList: true,
+                                                         characterData: true}); }"""
+    )
+    page.click("#system-box summary")
+    page.fill("#system", "You are terse.")
+    page.fill("#max-tokens", "200")
+    page.fill("#prompt", "Hello there")
+    page.click("#send")
+    page.wait_for_selector(".msg.assistant.done")
+    grown = sorted(set(page.evaluate("window.lengths")) - {0})
+    assert len(grown) >= 3, grown  # arrived piece by piece, not at once
+    first = page.locator(".msg.assistant").nth(0)
+    first_text = first.locator(".text").inner_text()
+    assert first_text
+
+    # 2. stop a long one (no max_tokens: it would run to the end of the 4096-token context)
+    page.fill("#max-tokens", "")
+    page.fill("#prompt", "Tell me a long story")
+    page.click("#send")
+    page.wait_for_function(
+        "() => { const m = document.querySelectorAll('.msg.assistant')[1];"
+        " return m && m.classList.contains('streaming') && m.textContent.length > 20; }"
+    )
+    assert page.is_enabled("#stop")
+    page.click("#stop")
+    page.wait_for_selector(".msg.assistant.done >> nth=1")
+    second = page.locator(".msg.assistant").nth(1)
+    assert "stopped" in second.locator(".note").inner_text()
+    wait_until(lambda: server.scheduler.running == 0)  # the server freed its row
+    stopped_text = second.locator(".text").inner_text()
+
+    # 3. thumbs up the first, edit the second
+    first.locator(".rate-up").click()
+    page.wait_for_selector(".msg.assistant >> nth=0 >> .rate-up.on")
+    second.locator(".edit").click()
+    second.locator(".editor textarea").fill("Once upon a time, the end.")
+    second.locator(".save-edit").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('.msg.assistant')[1].querySelector('.text')"
+        ".textContent === 'Once upon a time, the end.'"
+    )
+
+    # 4. reload: the conversation is listed and comes back with its feedback
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.locator(".msg").count() == 0
+    page.locator("#conversations button", has_text="Hello there").click()
+    page.wait_for_selector(".msg.assistant >> nth=1")
+    assert page.locator(".msg").count() == 4
+    assert page.input_value("#system") == "You are terse."
+    again = page.locator(".msg.assistant")
+    assert again.nth(0).locator(".text").inner_text() == first_text
+    assert "on" in again.nth(0).locator(".rate-up").get_attribute("class")
+    assert again.nth(1).locator(".text").inner_text() == "Once upon a time, the end."
+    assert again.nth(1).locator(".note").inner_text() == "stopped, edited"
+    assert outside == []
+    page.close()
+
+    # 5. the export holds it: the thumbs-up reply (sft) and the edit (dpo and sft)
+    db = str(server.app.state.feedback.path)
+    sft, dpo = tmp_path / "sft.jsonl", tmp_path / "dpo.jsonl"
+    main(["feedback", "export", "--format", "sft", "--out", str(sft), "--db", db])
+    main(["feedback", "export", "--format", "dpo", "--out", str(dpo), "--db", db])
+    records = [json.loads(line) for line in sft.read_text().splitlines()]
+    assert [r["messages"][-1]["content"] for r in records] == [
+        first_text,
+        "Once upon a time, the end.",
+    ]
+    assert records[0]["messages"][:2] == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hello there"},
+    ]
+    (pair,) = [json.loads(line) for line in dpo.read_text().splitlines()]
+    assert pair["chosen"] == "Once upon a time, the end."
+    assert pair["rejected"] == stopped_text
+    assert pair["prompt"][-1] == {"role": "user", "content": "Tell me a long story"}
+
+
+def test_profile_joins_the_system_prompt_server_side(server, browser):
+    page = browser.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    user = page.evaluate("localStorage.getItem('lmforge-user')")
+    page.click("#profile summary")
+    page.fill("#profile-facts", "Lives in Lyon\nHas a cat")
+    page.fill("#profile-preferences", "Short answers")
+    page.click("#profile-save")
+    page.wait_for_selector("#profile-status:text('saved')")
+    page.close()
+    profile = server.app.state.feedback.profile(user)
+    assert profile["facts"] == ["Lives in Lyon", "Has a cat"]
+
+    def answer(messages: list[dict], **extra) -> str:
+        body = {"messages": messages, "max_tokens": 12, "temperature": 0, **extra}
+        return post(server, "/v1/chat/completions", body)["choices"][0]["message"]["content"]
+
+    ask = {"role": "user", "content": "Where do I live?"}
+    spelled_out = server.app.state.feedback.profile_prompt(user)
+    assert "Lives in Lyon" in spelled_out and "Short answers" in spelled_out
+    # with `user`, the answer is the one the profile in the system prompt gives ...
+    assert answer([ask], user=user) == answer([{"role": "system", "content": spelled_out}, ask])
+    system = {"role": "system", "content": "Be kind."}
+    joined = {"role": "system", "content": "Be kind.\n\n" + spelled_out}
+    assert answer([system, ask], user=user) == answer([joined, ask])
+    # ... and a user without a profile gets the request as sent
+    assert answer([ask], user="nobody") == answer([ask])
