@@ -166,21 +166,52 @@ def _stream_out(deltas, stats: bool) -> None:
     "--context", type=int, help="Most prompt + completion tokens [default: the model's context]."
 )
 @click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help="A key clients must send (Authorization: Bearer KEY); repeatable [default: none].",
+)
+@click.option(
+    "--api-keys-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A file of keys, one a line (or sha256:HEX digests).",
+)
+@click.option("--rate-limit", type=int, help="Requests per minute per key; more get 429.")
+@click.option("--max-tokens-limit", type=int, help="Most max_tokens a request may ask for.")
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="An origin browsers may call from (CORS); repeatable [default: none].",
+)
+@click.option(
+    "--embeddings", is_flag=True, default=None, help="Also serve POST /v1/embeddings (MiniLM)."
+)
+@click.option(
     "--dtype",
     type=DTYPE,
     help="Weight type for inference [default: fp32, or a quantized model's own type].",
 )
-def serve_cmd(model, dtype, **flags):
+@click.option(
+    "--adapter",
+    "adapters",
+    multiple=True,
+    help="A LoRA adapter artifact of MODEL to offer as `MODEL:NAME` (repeatable).",
+)
+def serve_cmd(model, dtype, api_keys, api_keys_file, adapters, **flags):
     """Serve MODEL (default: the embedded model) over an OpenAI-compatible HTTP API.
 
     POST /v1/chat/completions and /v1/completions (SSE with "stream": true), GET /v1/models,
-    GET /health. Requests share one continuously batched decode loop.
+    GET /health. Requests share one continuously batched decode loop. With API keys set,
+    every route but /, /health and /metrics needs one.
     """
     from lmforge.serve.app import serve
+    from lmforge.serve.auth import read_keys
     from lmforge.serve.config import ServeConfig
 
+    flags["api_key_hashes"] = read_keys(api_keys, [api_keys_file] if api_keys_file else [])
     config = ServeConfig(**{k: v for k, v in flags.items() if v is not None})  # check, then load
-    serve(_load(model, dtype), config)
+    serve(_load(model, dtype), config, adapters)
 
 
 @cli.command("eval")

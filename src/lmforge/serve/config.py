@@ -31,6 +31,29 @@ class ServeConfig:
         default=None,
         metadata={"help": "The name clients send as `model` [default: the model's own name]."},
     )
+    api_key_hashes: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "SHA-256 hex digests of the accepted API keys (`auth.hash_key`); none: "
+            "no key needed. The keys themselves are never kept."
+        },
+    )
+    rate_limit: int | None = field(
+        default=None,
+        metadata={"help": "Requests per minute per API key; more get 429 [default: no limit]."},
+    )
+    max_tokens_limit: int | None = field(
+        default=None,
+        metadata={"help": "Most max_tokens a request may ask for; more get 400 [default: none]."},
+    )
+    cors_origins: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Origins browsers may call from (CORS); none: no CORS headers."},
+    )
+    embeddings: bool = field(
+        default=False,
+        metadata={"help": "Also serve POST /v1/embeddings with MiniLM (lmforge[embeddings])."},
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_body_bytes"):
@@ -42,3 +65,19 @@ class ServeConfig:
             raise InvalidInputError(f"invalid port={self.port}", "use 0..65535 (0: any free port)")
         if self.context is not None and self.context < 2:
             raise InvalidInputError(f"invalid context={self.context}", "must be >= 2")
+        for name in ("rate_limit", "max_tokens_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidInputError(f"invalid {name}={value}", "must be >= 1")
+        self.api_key_hashes = tuple(self.api_key_hashes)
+        self.cors_origins = tuple(self.cors_origins)
+        for digest in self.api_key_hashes:
+            if not (len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+                raise InvalidInputError(
+                    "api_key_hashes holds something that is not a SHA-256 hex digest",
+                    "pass keys through lmforge.serve.auth.hash_key, never the keys themselves",
+                )
+        if self.rate_limit is not None and not self.api_key_hashes:
+            raise InvalidInputError(
+                "a rate limit is counted per API key, and no key is set", "add --api-key KEY"
+            )

@@ -91,7 +91,8 @@ def install(app: FastAPI) -> None:
         return from_exception(err).response()
 
     async def on_http(request: Request, err: HTTPException) -> JSONResponse:
-        return APIError(err.status_code, str(err.detail), headers=err.headers).response()
+        code = getattr(err, "code", None)  # e.g. auth.BodyTooLarge's "body_too_large"
+        return APIError(err.status_code, str(err.detail), code=code, headers=err.headers).response()
 
     for kind in (APIError, ValidationError, LmforgeError, ClientDisconnect, Exception):
         app.add_exception_handler(kind, on_error)

@@ -1,0 +1,88 @@
+"""LoRA adapters served beside the base model, chosen per request as `model: "base:adapter"`.
+
+`Adapters` holds the loaded ones by name; the admin routes load (`POST /admin/adapters`
+{"name"}) and unload (`DELETE /admin/adapters/{name}`) them at run time. A request holds
+its adapter object from submission to its end, so unloading only stops new requests (404).
+Names are store artifact names (`check_name`): a request never reaches outside the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from fastapi import FastAPI, Request
+
+from lmforge.engine.lora import LoraAdapter
+from lmforge.engine.native import NativeDecoder
+from lmforge.errors import InvalidInputError, NotFoundError
+from lmforge.serve.errors import APIError
+from lmforge.store import Store, check_name
+
+
+class Adapters:
+    """The LoRA adapters loaded for `model` (a `lmforge.Model`), whose store name is `base`."""
+
+    def __init__(self, model, base: str, store: Store | None = None):
+        self.model, self.base = model, base
+        self.store = store or Store()
+        self._loaded: dict[str, LoraAdapter] = {}
+        self._lock = threading.Lock()
+
+    def load(self, name: str) -> LoraAdapter:
+        """Read the adapter artifact `name` (a LoRA tuned from the base) and offer it."""
+        check_name(name)
+        artifact = self.store.get(name)
+        if artifact.kind != "adapter":
+            raise InvalidInputError(f"{name} is not an adapter", "pass an artifact made by tune")
+        if artifact.parent != self.base:
+            raise InvalidInputError(
+                f"adapter {name} was tuned from {artifact.parent!r}, not the served {self.base!r}",
+                f"serve {artifact.parent} to use it",
+            )
+        if not isinstance(self.model.decoder, NativeDecoder):
+            raise InvalidInputError(
+                "per-request adapters need the native engine without a prefix adapter",
+                "serve a Llama-family base model",
+            )
+        adapter = LoraAdapter.read(artifact.path / "adapter", self.model.decoder, name)
+        with self._lock:
+            self._loaded[name] = adapter
+        return adapter
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            if self._loaded.pop(name, None) is None:
+                raise NotFoundError(f"no adapter {name!r} is loaded", "GET /v1/models lists them")
+
+    def get(self, name: str) -> LoraAdapter | None:
+        with self._lock:
+            return self._loaded.get(name)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._loaded)
+
+
+def install(app: FastAPI, adapters: Adapters, read_body) -> None:
+    """The admin routes; `read_body(request)` reads a JSON object body (size-limited)."""
+
+    @app.post("/admin/adapters")
+    async def load_adapter(request: Request) -> dict:
+        name = (await read_body(request)).get("name")
+        if not isinstance(name, str):
+            raise APIError(400, 'give the adapter artifact\'s name: {"name": "..."}', "name")
+        try:
+            await asyncio.to_thread(adapters.load, name)
+        except NotFoundError as e:
+            raise APIError(404, str(e), "name", "model_not_found") from e
+        return {"object": "adapter", "name": name, "model": f"{adapters.base}:{name}"}
+
+    @app.delete("/admin/adapters/{name}")
+    async def unload_adapter(name: str) -> dict:
+        check_name(name)
+        try:
+            adapters.unload(name)
+        except NotFoundError as e:
+            raise APIError(404, str(e), "name", "model_not_found") from e
+        return {"object": "adapter", "name": name, "deleted": True}

@@ -1,0 +1,236 @@
+"""Who may call the server and how much: API keys, a per-key rate limit, body size, CORS.
+
+Keys are held only as SHA-256 digests (`hash_key`); a request's key is hashed and compared
+with each of them in constant time. When any key is set, every route but the open ones
+(`/` the chat page, `/health`, `/metrics`) needs `Authorization: Bearer KEY`; a missing or
+wrong key gets 401 `invalid_api_key`, a key over its rate (a token bucket of `rate_limit`
+requests a minute, refilled continuously) 429 with Retry-After, both as OpenAI answers them.
+Everything here is pure ASGI middleware, so streaming and disconnect detection pass through.
+
+Order of the layers (outermost first): request counting, CORS (a browser's preflight is
+answered before any key is asked for), keys and rate, body size, then the app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import math
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from starlette.exceptions import HTTPException
+
+from lmforge.errors import InvalidInputError
+from lmforge.serve.config import ServeConfig
+from lmforge.serve.errors import APIError
+
+OPEN_PATHS = frozenset({"/", "/health", "/metrics"})  # never need a key
+DRAIN_LIMIT = 16 << 20  # read (and drop) at most this much of a too-large body, then close
+
+
+def hash_key(key: str) -> str:
+    """The SHA-256 hex digest under which a key is kept."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def read_keys(keys: Iterable[str] = (), files: Iterable[str | Path] = ()) -> tuple[str, ...]:
+    """Digests of `keys` and of the keys in `files` (one a line; blank lines and `#`
+    comments skipped; a line `sha256:HEX` is a digest already, so a file need not hold
+    the keys themselves)."""
+    keys = list(keys)
+    if any(not k.strip() for k in keys):
+        raise InvalidInputError("an API key is empty", "give a non-empty --api-key")
+    digests = [hash_key(k) for k in keys]
+    for path in files:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as err:
+            raise InvalidInputError(f"cannot read the API keys file {path}: {err}") from None
+        for line in (raw.strip() for raw in lines):
+            if not line or line.startswith("#"):
+                continue
+            digests.append(line[7:].lower() if line.startswith("sha256:") else hash_key(line))
+    return tuple(dict.fromkeys(digests))  # unique, in order
+
+
+def install(app, config: ServeConfig) -> None:
+    """Add the body limit, the key check and CORS (if origins are set) to `app`."""
+    from fastapi.middleware.cors import CORSMiddleware
+
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    if config.api_key_hashes:
+        app.add_middleware(KeyCheck, digests=config.api_key_hashes, per_minute=config.rate_limit)
+    if config.cors_origins:  # added last: outermost, so preflights need no key
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Retry-After"],
+        )
+
+
+def warn_if_open(config: ServeConfig) -> None:
+    """On stderr: a server without keys that listens beyond this machine."""
+    if config.api_key_hashes or _is_loopback(config.host):
+        return
+    print(
+        f"warning: serving on {config.host} with no API key: anyone who can reach it may use "
+        "it; add --api-key KEY (or --api-keys-file FILE), or listen on 127.0.0.1",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+class TokenBucket:
+    """`per_minute` requests a minute per key, in bursts of up to `per_minute`."""
+
+    def __init__(self, per_minute: int, clock=time.monotonic):
+        self.capacity, self.rate, self.clock = float(per_minute), per_minute / 60.0, clock
+        self.buckets: dict[str, tuple[float, float]] = {}  # digest -> (tokens, when)
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0.0 if `key` may go now (and counts it), else the seconds until it may."""
+        with self._lock:
+            now = self.clock()
+            tokens, when = self.buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - when) * self.rate)
+            if tokens >= 1.0:
+                self.buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self.buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+class KeyCheck:
+    """ASGI middleware: `Authorization: Bearer KEY` with a known key, within its rate."""
+
+    def __init__(self, app, digests: tuple[str, ...], per_minute: int | None = None):
+        self.app, self.digests = app, tuple(digests)
+        self.bucket = TokenBucket(per_minute) if per_minute else None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        error = self.refusal(dict(scope["headers"]).get(b"authorization", b""))
+        if error is not None:
+            return await error.response()(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def refusal(self, header: bytes) -> APIError | None:
+        """None if the header carries a known key within its rate, else the error to send."""
+        scheme, _, key = header.decode("latin-1").strip().partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return _unauthorized(
+                "no API key given: send the header 'Authorization: Bearer YOUR_KEY'"
+            )
+        digest = hash_key(key.strip())
+        known = False
+        for stored in self.digests:  # every one, so the time taken does not tell which matched
+            known |= hmac.compare_digest(digest, stored)
+        if not known:
+            return _unauthorized("incorrect API key provided")
+        wait = self.bucket.take(digest) if self.bucket else 0.0
+        if wait:
+            return APIError(
+                429,
+                f"rate limit of {int(self.bucket.capacity)} requests a minute reached for this "
+                f"key; retry in {math.ceil(wait)} s",
+                code="rate_limit_exceeded",
+                type="rate_limit_error",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+        return None
+
+
+def _unauthorized(message: str) -> APIError:
+    return APIError(
+        401,
+        message,
+        code="invalid_api_key",
+        type="invalid_request_error",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+class BodyTooLarge(HTTPException):
+    """Raised when a body passes the limit while a route reads it (FastAPI lets an
+    HTTPException through its body parsing, where it would turn others into a 400)."""
+
+    code = "body_too_large"
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body larger than {limit} bytes")
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for any request whose body passes `limit` bytes, on every route.
+
+    A declared Content-Length over the limit is answered before the app sees the request;
+    a chunked body is counted as the app reads it. Either way the rest of the body is read
+    and dropped (up to DRAIN_LIMIT), so the client reads the answer rather than a reset.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _drain(receive)
+            return await self.too_large().response()(scope, receive, send)
+        size, started = 0, False
+
+        async def counted_receive():
+            nonlocal size
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.limit:
+                    if message.get("more_body", False):
+                        await _drain(receive)
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        async def watched_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except BodyTooLarge:  # raised where no exception handler sits (another middleware)
+            if started:
+                raise
+            await self.too_large().response()(scope, receive, send)
+
+    def too_large(self) -> APIError:
+        return APIError(413, f"request body larger than {self.limit} bytes", code="body_too_large")
+
+
+async def _drain(receive) -> None:
+    size = 0
+    while size <= DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
