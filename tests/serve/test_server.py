@@ -223,7 +223,8 @@ def test_full_queue_is_429_with_retry_after(model):
 
 
 def test_lmforge_serve_command(tiny_model_dir, lmforge_home):
-    """`lmforge serve DIR` in its own process answers the API until it is stopped."""
+    """`lmforge serve DIR` in its own process (the engine loop in the main thread, uvicorn in
+    another) answers the API until Ctrl-C stops it cleanly."""
     import os
     import signal
     import subprocess

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -190,7 +191,22 @@ def serve(model, config: ServeConfig | None = None, adapters: Sequence[str] = ()
     app = create_app(model, config, adapters)
     auth.warn_if_open(config)
     print(f"lmforge serving {model.name!r} on http://{config.host}:{config.port}/v1", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+    # The engine loop runs here, in the thread that loaded the model (see Scheduler.run: a
+    # second thread decodes at half speed); uvicorn serves from a thread of its own.
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.host, port=config.port, log_level="info")
+    )
+    http = threading.Thread(target=server.run, name="lmforge-http", daemon=True)
+    scheduler = app.state.scheduler
+    scheduler.manual = True  # the app's lifespan must not start a loop of its own
+    http.start()
+    try:
+        scheduler.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        http.join(timeout=10)
 
 
 async def read_json(request: Request, limit: int) -> dict:
