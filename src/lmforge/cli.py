@@ -198,7 +198,13 @@ def _stream_out(deltas, stats: bool) -> None:
     multiple=True,
     help="A LoRA adapter artifact of MODEL to offer as `MODEL:NAME` (repeatable).",
 )
-def serve_cmd(model, dtype, api_keys, api_keys_file, adapters, **flags):
+@click.option(
+    "--compile",
+    "compile_",
+    is_flag=True,
+    help="Compile the single-row decode step (fp32/int8; ~1 min once, then faster).",
+)
+def serve_cmd(model, dtype, api_keys, api_keys_file, adapters, compile_, **flags):
     """Serve MODEL (default: the embedded model) over an OpenAI-compatible HTTP API.
 
     POST /v1/chat/completions and /v1/completions (SSE with "stream": true), GET /v1/models,
@@ -211,7 +217,7 @@ def serve_cmd(model, dtype, api_keys, api_keys_file, adapters, **flags):
 
     flags["api_key_hashes"] = read_keys(api_keys, [api_keys_file] if api_keys_file else [])
     config = ServeConfig(**{k: v for k, v in flags.items() if v is not None})  # check, then load
-    serve(_load(model, dtype), config, adapters)
+    serve(_load(model, dtype, compile_), config, adapters)
 
 
 @cli.command("eval")
