@@ -146,7 +146,7 @@ def test_echo_scores_the_prompt_like_the_scorer(server, model):
     [
         (dict(top_logprobs=2), "top_logprobs"),  # without logprobs: true
         (dict(logprobs=True, top_logprobs=21), "top_logprobs"),
-        (dict(response_format={"type": "json_object"}), "response_format"),
+        (dict(response_format={"type": "json_schema", "json_schema": {}}), "response_format"),
     ],
 )
 def test_refused_logprob_requests(server, change, param):
@@ -155,3 +155,27 @@ def test_refused_logprob_requests(server, change, param):
             model="tiny", messages=MESSAGES, max_tokens=2, **change
         )
     assert raised.value.body["param"] == param, raised.value.body
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_mode_keeps_every_answer_a_json_object(server, stream):
+    """response_format json_object: whatever the (random) model wants, the text is a JSON
+    object or, cut by max_tokens, a prefix of one (engine tests check the closing and EOS)."""
+    from lmforge.engine.json_mode import JsonPrefix
+
+    for seed in range(3):
+        kwargs = dict(
+            model="tiny",
+            messages=MESSAGES,
+            max_tokens=40,
+            temperature=1.0,
+            seed=seed,
+            response_format={"type": "json_object"},
+        )
+        if stream:
+            chunks = server.client.chat.completions.create(stream=True, **kwargs)
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        else:
+            text = server.client.chat.completions.create(**kwargs).choices[0].message.content
+        assert text.lstrip().startswith("{"), text
+        assert JsonPrefix().feed(text) is not None, text

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from lmforge.engine.generate import Completion, Delta, RowText, start_batch
+from lmforge.engine.json_mode import JsonSampler, token_texts
 from lmforge.engine.native import NativeDecoder
 from lmforge.engine.params import SamplingParams
 from lmforge.engine.prefix import PrefixDecoder
@@ -86,8 +87,10 @@ class Request:
         echo: bool = False,
         generate: bool = True,
         adapter=None,
+        json_mode: bool = False,
     ):
         self.id = next(_ids)
+        self.json_mode = json_mode
         self.prompt = prompt
         self.params = params
         self.adapter = adapter  # a LoraAdapter (engine.lora) held to the end, or None
@@ -355,6 +358,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._rows = None
         self.manual = False  # True: the owner calls `run()`, and `start()` does nothing
+        self._texts: list[str] | None = None  # token texts, for JSON mode
 
     @classmethod
     def for_model(cls, model, **options) -> Scheduler:
@@ -417,6 +421,7 @@ class Scheduler:
         echo: bool = False,
         generate: bool = True,
         adapter=None,
+        json_mode: bool = False,
     ) -> list[Request]:
         """Queue several generations, all or none (QueueFullError when they do not fit).
 
@@ -424,6 +429,7 @@ class Scheduler:
         most likely); `echo` sets each Request's `prompt_logprobs`; `generate=False` only
         scores the prompt (with echo) and ends with no token. `adapter`: a `LoraAdapter`
         (engine.lora) these requests run with; rows of different adapters share the batch.
+        `json_mode`: each output is one JSON object (engine.json_mode).
         """
         if logprobs is not None and logprobs < 0:
             raise InvalidInputError(f"invalid logprobs={logprobs}", "use an integer >= 0")
@@ -449,7 +455,9 @@ class Scheduler:
             params.validate()
             room = self.context - len(prompt)
             requests.append(
-                Request(self, list(prompt), params, room, logprobs, echo, generate, adapter)
+                Request(
+                    self, list(prompt), params, room, logprobs, echo, generate, adapter, json_mode
+                )
             )
         with self._lock:
             if self._closing:
@@ -535,6 +543,8 @@ class Scheduler:
                 continue
             sampler = Sampler(request.params, 1, vocab, device)
             sampler.observe(torch.tensor([request.prompt], device=device))
+            if request.json_mode:
+                sampler = JsonSampler(sampler, self._token_texts(vocab), self.eos_ids)
             row = _Row(
                 request,
                 sampler,
@@ -552,6 +562,12 @@ class Scheduler:
             sampled = [row.sampler(logits[i : i + 1]) for i, row in enumerate(self._running)]
             self._advance(torch.cat(sampled), logits)
         self._drop_cancelled()
+
+    def _token_texts(self, vocab: int) -> list[str]:
+        """Every token's text, decoded once (JSON mode checks each pick against it)."""
+        if self._texts is None:
+            self._texts = token_texts(self.tokenizer, vocab)
+        return self._texts
 
     def _score_prompt(self, request: Request) -> list[TokenLogprob | None]:
         """Log-probabilities of the prompt's own tokens, from one forward over it."""

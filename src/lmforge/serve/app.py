@@ -303,6 +303,7 @@ class _Job:
                 echo=echo is not None,
                 generate=generate,
                 adapter=adapter,  # a LoraAdapter, or None: the base
+                json_mode=getattr(body, "response_format", None) == {"type": "json_object"},
             )
         except InvalidInputError as e:  # e.g. token ids outside the vocabulary
             raise APIError(400, str(e), what) from e

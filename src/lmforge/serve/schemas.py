@@ -26,7 +26,7 @@ NEUTRAL_ONLY: dict[str, tuple] = {
     "tool_choice": (None, "none", "auto"),
     "functions": (None, []),
     "function_call": (None, "none", "auto"),
-    "response_format": (None, {"type": "text"}),
+    "response_format": (None, {"type": "text"}, {"type": "json_object"}),
     "modalities": (None, ["text"]),
     "audio": (None,),
     "prediction": (None,),
@@ -35,8 +35,8 @@ NEUTRAL_ONLY: dict[str, tuple] = {
 }
 # why a NEUTRAL_ONLY field is refused, where there is more to say than its name
 HINTS = {
-    "response_format": "JSON mode and structured outputs are not built; only "
-    '{"type": "text"} is accepted',
+    "response_format": 'structured outputs (json_schema) are not built; {"type": "text"} and '
+    '{"type": "json_object"} (JSON mode) are',
 }
 MAX_TOP_LOGPROBS = 20
 TopLogprobs = Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)]
