@@ -83,18 +83,14 @@ def check_widths(config: dict[str, Any], qc: QuantizeConfig) -> None:
 
 def quantize_model(model, qc: QuantizeConfig) -> dict:
     """{module name: QuantizedWeight} for the engine's linears and (as int8) the embedding."""
-    from lmforge.engine.quant_linear import QuantizedWeight
+    from lmforge.engine.quant_linear import HEAD_DTYPE, QuantizedWeight, quantize_weight
 
     parts = {}
     for name in linear_names(model):
-        w = model.get_submodule(name).weight
-        parts[name] = (
-            QuantizedWeight.int4(w, qc.group_size)
-            if qc.type == "int4" and name != "lm_head"
-            else QuantizedWeight.int8(w)
-        )
+        kind = HEAD_DTYPE.get(qc.type, qc.type) if name == "lm_head" else qc.type
+        parts[name] = quantize_weight(model.get_submodule(name).weight, kind, qc.group_size)
     embed = model.get_input_embeddings().weight
-    # The LM head is int8 at either type (see engine.quant_linear.HEAD_DTYPE); tied to the
+    # The head follows the engine's HEAD_DTYPE (int8 at either type); tied to the
     # embedding, it serves as the embedding too. An untied embedding is stored as int8 rows.
     if embed is not model.get_output_embeddings().weight:
         parts["model.embed_tokens"] = QuantizedWeight.int8(embed)
