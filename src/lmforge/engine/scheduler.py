@@ -153,24 +153,25 @@ class Request:
             waker()
 
     # -- read by the caller ----------------------------------------------------------------
+    @staticmethod
+    def _delta(item: Delta | BaseException) -> Delta:
+        """The Delta an item carries; a failure is raised (the request is over either way)."""
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
     def __iter__(self) -> Iterator[Delta]:
-        finished = False
         try:
             while True:
                 with self._cond:
                     while not self._items:
                         self._cond.wait()
-                    item = self._items.popleft()
-                if isinstance(item, BaseException):
-                    finished = True
-                    raise item
-                finished = item.finish_reason is not None
+                    item = self._delta(self._items.popleft())
                 yield item
-                if finished:
+                if item.finish_reason is not None:
                     return
         finally:
-            if not finished:
-                self.cancel()
+            self.cancel()  # a no-op once done; else the caller left early: free the row
 
     async def __aiter__(self) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()
@@ -180,7 +181,6 @@ class Request:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
                 loop.call_soon_threadsafe(ready.set)
 
-        finished = False
         try:
             with self._cond:
                 self._waker = wake
@@ -193,18 +193,13 @@ class Request:
                 if not items:
                     await ready.wait()
                     continue
-                for item in items:
-                    if isinstance(item, BaseException):
-                        finished = True
-                        raise item
-                    finished = item.finish_reason is not None
+                for item in map(self._delta, items):
                     yield item
-                    if finished:
+                    if item.finish_reason is not None:
                         return
         finally:
             self._waker = None
-            if not finished:
-                self.cancel()
+            self.cancel()  # a no-op once done; else the caller left early: free the row
 
     def result(self) -> Completion:
         """Wait for the end; the whole generation as a Completion."""
