@@ -43,7 +43,7 @@ def inference_options(command):
         "--compile",
         "compile_",
         is_flag=True,
-        help="Compile the decode step (fp32/int8; ~1 min once, then faster).",
+        help="Compile the decode step (fp32/int8/int4; ~1 min once, then faster).",
     )(command)
     return click.option(
         "--dtype",
@@ -185,6 +185,12 @@ def _stream_out(deltas, stats: bool) -> None:
     help="An origin browsers may call from (CORS); repeatable [default: none].",
 )
 @click.option(
+    "--prompt-cache-mb",
+    type=float,
+    help="Memory for recent prompts' keys and values, reused by prompts that open the same way; "
+    "0: off [default: 64].",
+)
+@click.option(
     "--embeddings", is_flag=True, default=None, help="Also serve POST /v1/embeddings (MiniLM)."
 )
 @click.option(
@@ -202,7 +208,7 @@ def _stream_out(deltas, stats: bool) -> None:
     "--compile",
     "compile_",
     is_flag=True,
-    help="Compile the single-row decode step (fp32/int8; ~1 min once, then faster).",
+    help="Compile the single-row decode step (fp32/int8/int4; ~1 min once, then faster).",
 )
 def serve_cmd(model, dtype, api_keys, api_keys_file, adapters, compile_, **flags):
     """Serve MODEL (default: the embedded model) over an OpenAI-compatible HTTP API.

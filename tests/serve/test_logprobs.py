@@ -65,7 +65,15 @@ def test_chat_logprobs_plain_and_streamed(server, model):
         if chunk.choices and chunk.choices[0].logprobs
         for entry in chunk.choices[0].logprobs.content or []
     ]
-    assert [e.model_dump() for e in streamed] == [e.model_dump() for e in content]
+    # the same tokens; the values within float rounding (the repeated prompt now comes from
+    # the prompt cache, so its last token is computed in a step of its own)
+    assert [(e.token, e.bytes) for e in streamed] == [(e.token, e.bytes) for e in content]
+    assert [e.logprob for e in streamed] == pytest.approx([e.logprob for e in content], abs=1e-5)
+    for s, c in zip(streamed, content, strict=True):
+        assert [t.token for t in s.top_logprobs] == [t.token for t in c.top_logprobs]
+        assert [t.logprob for t in s.top_logprobs] == pytest.approx(
+            [t.logprob for t in c.top_logprobs], abs=1e-5
+        )
 
     plain = server.client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2)
     assert plain.choices[0].logprobs is None

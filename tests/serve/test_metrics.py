@@ -46,5 +46,25 @@ def test_metrics_count_a_request_and_its_tokens(model):
         assert after["lmforge_inter_token_latency_seconds_count"] == 4
         assert after['lmforge_inter_token_latency_seconds_bucket{le="+Inf"}'] == 4
         assert after["lmforge_time_to_first_token_seconds_sum"] > 0
+        assert after["lmforge_prompt_cached_tokens_total"] == 0
+    finally:
+        server.stop()
+
+
+def test_a_repeated_prompt_comes_from_the_prompt_cache(model):
+    server = Server(create_app(model))
+    try:
+        first, again = (
+            server.client.chat.completions.create(
+                model="tiny", messages=MESSAGES, max_tokens=4, temperature=0
+            )
+            for _ in range(2)
+        )
+        assert first.usage.prompt_tokens_details.cached_tokens == 0
+        # all of it but the last token, whose logits must be computed
+        cached = again.usage.prompt_tokens_details.cached_tokens
+        assert cached == again.usage.prompt_tokens - 1
+        assert again.choices[0].message.content == first.choices[0].message.content
+        assert scrape(server)["lmforge_prompt_cached_tokens_total"] == cached
     finally:
         server.stop()

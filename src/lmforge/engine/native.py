@@ -117,6 +117,20 @@ class NativeDecoder:
 
             self._step = compile_step(self)  # compiles on its first call
 
+    @property
+    def compiled(self) -> bool:
+        """Whether single-row decode steps run the compiled step."""
+        return self._step is not None
+
+    def compile_failed(self, error: Exception) -> None:
+        """Fall back to the eager step after the compiled one failed (say why, once)."""
+        import warnings
+
+        warnings.warn(
+            f"compiling failed ({type(error).__name__}: {error}); running eager", stacklevel=2
+        )
+        self._step = None
+
     # -- rotary tables -------------------------------------------------------------------
     def _rope_table(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape (n, head_dim) for positions 0..n-1, grown by doubling."""

@@ -48,6 +48,7 @@ from lmforge.engine.json_mode import JsonSampler, token_texts
 from lmforge.engine.native import NativeDecoder
 from lmforge.engine.params import SamplingParams
 from lmforge.engine.prefix import PrefixDecoder
+from lmforge.engine.prefix_cache import PrefixCache
 from lmforge.engine.sampling import Sampler
 from lmforge.errors import InvalidInputError, LmforgeError
 
@@ -99,6 +100,7 @@ class Request:
         self.echo = echo
         # with echo: one entry per prompt token, None for the first (nothing predicts it)
         self.prompt_logprobs: list[TokenLogprob | None] | None = None
+        self.cached_tokens = 0  # prompt tokens whose keys and values came from the prompt cache
         self.token_ids: list[int] = []  # generated, EOS excluded
         self.finish_reason: str | None = None
         self.submitted_at = time.perf_counter()
@@ -246,17 +248,29 @@ class _Row:
 class _SlotRows:
     """Native engine: every running sequence in one SlotCache, one forward per decode step."""
 
-    def __init__(self, decoder: NativeDecoder, rows: int, max_len: int, prefix=None):
+    def __init__(
+        self, decoder: NativeDecoder, rows: int, max_len: int, prefix=None, cache_bytes: int = 0
+    ):
         self.decoder = decoder
         self.cache = decoder.new_slot_cache(rows, max_len, prefix)
+        self.prompts = PrefixCache(cache_bytes) if cache_bytes else None
 
-    def add(self, prompt: list[int], room: int, adapter=None) -> torch.Tensor:
-        """Prefill `prompt` into a new last row; its next-token logits (1, vocab)."""
+    def add(self, prompt: list[int], room: int, adapter=None) -> tuple[torch.Tensor, int]:
+        """Prefill `prompt` into a new last row: its next-token logits (1, vocab) and how many
+        prompt tokens came from the prompt cache."""
         row = self.cache.add()
         try:
             self.cache.reserve(self.cache.lengths[row] + len(prompt))
-            ids = torch.tensor([prompt], device=self.decoder.device)
-            return self.decoder.forward(ids, self.cache.row(row), adapters=[adapter])
+            cached = (
+                self.prompts.restore(self.cache, row, prompt, adapter)
+                if self.prompts is not None
+                else 0
+            )
+            ids = torch.tensor([prompt[cached:]], device=self.decoder.device)
+            logits = self.decoder.forward(ids, self.cache.row(row), adapters=[adapter])
+            if self.prompts is not None:
+                self.prompts.store(self.cache, row, prompt, adapter)
+            return logits, cached
         except Exception:
             self.cache.remove(row)
             raise
@@ -287,11 +301,11 @@ class _OwnCacheRows:
         self.decoder = decoder
         self.caches = []
 
-    def add(self, prompt: list[int], room: int, adapter=None) -> torch.Tensor:
+    def add(self, prompt: list[int], room: int, adapter=None) -> tuple[torch.Tensor, int]:
         ids, cache, positions = start_batch(self.decoder, [prompt], room)
         logits = self.decoder.forward(ids, cache, positions)
         self.caches.append(cache)
-        return logits
+        return logits, 0
 
     def step(self, tokens: torch.Tensor, adapters: list) -> torch.Tensor:
         return torch.cat(
@@ -312,7 +326,9 @@ class Scheduler:
 
     `max_batch`: rows decoded together; `max_queue`: requests that may wait for a row
     beyond the free ones (more raise QueueFullError); `context`: the longest prompt plus
-    completion (default: the model's); `prefill_tokens`: prompt tokens prefilled per
+    completion (default: the model's); `prompt_cache_mb`: memory for the keys and values of
+    recent prompts, which later prompts with the same opening reuse (engine.prefix_cache;
+    0: off); `prefill_tokens`: prompt tokens prefilled per
     iteration before the running rows take their next step (one prompt at least).
     """
 
@@ -325,13 +341,14 @@ class Scheduler:
         max_queue: int = 64,
         context: int | None = None,
         prefill_tokens: int = 512,
+        prompt_cache_mb: float = 64,
         on_token: Callable[[bool, float], None] | None = None,
     ):
-        if max_batch < 1 or max_queue < 0 or prefill_tokens < 1:
+        if max_batch < 1 or max_queue < 0 or prefill_tokens < 1 or prompt_cache_mb < 0:
             raise InvalidInputError(
                 f"invalid max_batch={max_batch}, max_queue={max_queue} or "
-                f"prefill_tokens={prefill_tokens}",
-                "max_batch and prefill_tokens must be >= 1, max_queue >= 0",
+                f"prefill_tokens={prefill_tokens} or prompt_cache_mb={prompt_cache_mb}",
+                "max_batch and prefill_tokens must be >= 1, max_queue and prompt_cache_mb >= 0",
             )
         self.decoder = decoder
         self.tokenizer = tokenizer
@@ -340,10 +357,12 @@ class Scheduler:
         self.max_queue = max_queue
         self.context = min(context or decoder.max_positions, decoder.max_positions)
         self.prefill_tokens = prefill_tokens
+        self.prompt_cache_bytes = int(prompt_cache_mb * 2**20)
         # called from the scheduler thread at each generated token: (first, seconds since
         # the request was submitted if first, else since its previous token)
         self.on_token = on_token
         self.cancelled = 0  # requests cancelled so far (for health and tests)
+        self.cached_tokens = 0  # prompt tokens taken from the prompt cache so far (metrics)
         self._waiting: deque[Request] = deque()
         self._running: list[_Row] = []  # row i of the batch is _running[i]
         self._admitting = 0  # taken from the queue, not yet running
@@ -504,7 +523,7 @@ class Scheduler:
             decoder, prefix = decoder.inner, decoder.kv
         if isinstance(decoder, NativeDecoder):
             max_len = self.context + (self.decoder.prefix_len if prefix else 0)
-            return _SlotRows(decoder, self.max_batch, max_len, prefix)
+            return _SlotRows(decoder, self.max_batch, max_len, prefix, self.prompt_cache_bytes)
         return _OwnCacheRows(self.decoder)
 
     def _take_waiting(self) -> list[Request]:
@@ -530,7 +549,10 @@ class Scheduler:
                         self._admitting -= 1
                     request._put(Delta(0, "", None, "length"))
                     continue
-                logits = self._rows.add(request.prompt, request.max_new, request.adapter)
+                logits, request.cached_tokens = self._rows.add(
+                    request.prompt, request.max_new, request.adapter
+                )
+                self.cached_tokens += request.cached_tokens
             except Exception as err:  # this prompt failed (memory?): only its request fails
                 with self._lock:
                     self._admitting -= 1

@@ -74,7 +74,7 @@ def load(
 
     `dtype` (fp32, bf16, int8, int4): None means fp32, or a quantized artifact's own type.
 
-    `compile=True` compiles the batch-1 decode step (fp32/int8): ~1 minute once, then faster
+    `compile=True` compiles the batch-1 decode step (fp32/int8/int4): ~1 minute once, then faster
     decoding. `allow_download=True` lets a hub id (`org/name`) that is not a local path be fetched by
     `transformers`; it is off by default and never used in tests.
     """

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from lmforge.engine import make_decoder
+from lmforge.engine.compiled import COMPILABLE
 from lmforge.engine.generate import Completion, generate_batch, stream_batch
 from lmforge.engine.params import SamplingParams
 from lmforge.engine.quant_linear import DTYPES
@@ -69,9 +70,9 @@ class Model:
         self.dtype = check_dtype(dtype)
         self.name = name or getattr(hf_model.config, "_name_or_path", "model")
         self.artifact = artifact
-        if compile and self.dtype not in ("fp32", "int8"):
+        if compile and self.dtype not in COMPILABLE:
             raise InvalidInputError(
-                f"--compile supports fp32 and int8, not {self.dtype}",
+                f"--compile supports {', '.join(COMPILABLE)}, not {self.dtype}",
                 "drop --compile or change --dtype",
             )
         try:

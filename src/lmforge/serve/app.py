@@ -53,12 +53,17 @@ def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str]
     loras = lora_routes.Adapters(model, model.artifact.name if model.artifact else model.name)
     for adapter in adapters:
         loras.load(adapter)
-    metrics = Metrics(waiting=lambda: scheduler.waiting, running=lambda: scheduler.running)
+    metrics = Metrics(
+        waiting=lambda: scheduler.waiting,
+        running=lambda: scheduler.running,
+        cached=lambda: scheduler.cached_tokens,
+    )
     scheduler = Scheduler.for_model(
         model,
         max_batch=config.max_batch,
         max_queue=config.max_queue,
         context=config.context,
+        prompt_cache_mb=config.prompt_cache_mb,
         on_token=metrics.on_token,
     )
     created = int(time.time())
@@ -190,6 +195,12 @@ def serve(model, config: ServeConfig | None = None, adapters: Sequence[str] = ()
     config = config or ServeConfig()
     app = create_app(model, config, adapters)
     auth.warn_if_open(config)
+    if getattr(model.decoder, "compiled", False):  # compile now, not in the first request
+        print("compiling the decode step (about a minute the first time) ...", flush=True)
+        try:
+            model.complete([model.encode("Hello")], max_tokens=4, temperature=0.0)
+        except Exception as e:  # no C++ compiler, say: serve what runs
+            model.decoder.compile_failed(e)
     print(f"lmforge serving {model.name!r} on http://{config.host}:{config.port}/v1", flush=True)
     # The engine loop runs here, in the thread that loaded the model (see Scheduler.run: a
     # second thread decodes at half speed); uvicorn serves from a thread of its own.
@@ -317,6 +328,7 @@ class _Job:
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": sum(h.cached_tokens for h in self.handles)},
         }
 
     async def respond(self, request: Request, name: str, token_text, chat: bool):

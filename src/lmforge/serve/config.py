@@ -50,6 +50,13 @@ class ServeConfig:
         default=(),
         metadata={"help": "Origins browsers may call from (CORS); none: no CORS headers."},
     )
+    prompt_cache_mb: float = field(
+        default=64,
+        metadata={
+            "help": "Memory for the keys and values of recent prompts, reused by prompts that "
+            "open the same way (a system prompt, earlier turns); 0: off."
+        },
+    )
     embeddings: bool = field(
         default=False,
         metadata={"help": "Also serve POST /v1/embeddings with MiniLM (lmforge[embeddings])."},
@@ -59,6 +66,10 @@ class ServeConfig:
         for name in ("max_batch", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"invalid {name}={getattr(self, name)}", "must be >= 1")
+        if self.prompt_cache_mb < 0:
+            raise InvalidInputError(
+                f"invalid prompt_cache_mb={self.prompt_cache_mb}", "must be >= 0"
+            )
         if self.max_queue < 0:
             raise InvalidInputError(f"invalid max_queue={self.max_queue}", "must be >= 0")
         if not 0 <= self.port <= 65535:

@@ -46,9 +46,14 @@ class Metrics:
     """What `/metrics` reports: requests by route and status, token timings and counts, and
     the scheduler's queue depth and running batch size (read when scraped)."""
 
-    def __init__(self, waiting: Callable[[], int], running: Callable[[], int]):
+    def __init__(
+        self,
+        waiting: Callable[[], int],
+        running: Callable[[], int],
+        cached: Callable[[], int] = lambda: 0,
+    ):
         self._lock = threading.Lock()
-        self._waiting, self._running = waiting, running
+        self._waiting, self._running, self._cached = waiting, running, cached
         self.requests: dict[tuple[str, str], int] = {}  # (route, status) -> count
         self.tokens = 0
         self.ttft = Histogram(
@@ -89,6 +94,10 @@ class Metrics:
                 *self.itl.lines(),
             ]
         lines += [
+            "# HELP lmforge_prompt_cached_tokens_total Prompt tokens whose keys and values came "
+            "from the prompt cache.",
+            "# TYPE lmforge_prompt_cached_tokens_total counter",
+            f"lmforge_prompt_cached_tokens_total {self._cached()}",
             "# HELP lmforge_queue_depth Requests waiting for a row of the batch.",
             "# TYPE lmforge_queue_depth gauge",
             f"lmforge_queue_depth {self._waiting()}",
