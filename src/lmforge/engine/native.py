@@ -41,6 +41,19 @@ def supports(config) -> bool:
     )
 
 
+def _decode_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """One query per row: q (B, H, 1, hd) over keys, values (B, KV, S, hd), `bias` (B, 1, 1, S)
+    0 or -inf. The H // KV query heads of a key head go through one matmul. On CPU this beats
+    SDPA's masked path: 173 vs 233 us for 16 rows of 9 heads over 256 keys (2 EPYC cores)."""
+    B, H, _, hd = q.shape
+    KV = keys.shape[1]
+    scores = torch.matmul(q.view(B, KV, H // KV, hd), keys.transpose(-1, -2))  # (B, KV, G, S)
+    scores = scores * hd**-0.5 + bias
+    return torch.matmul(scores.softmax(-1), values).view(B, H, 1, hd)
+
+
 @dataclass
 class _Layer:
     ln1: torch.Tensor
@@ -210,6 +223,11 @@ class NativeDecoder:
         else:
             cos, sin = cos_t[positions][:, None], sin_t[positions][:, None]  # (B, 1, T, hd)
         mask = attn_mask if attn_mask is not None else self._mask(cache, T)
+        # a masked decode step (continuous batching): our own attention, with the mask as an
+        # additive bias built once for all layers
+        bias = None
+        if T == 1 and mask is not None and self.device.type == "cpu":
+            bias = torch.zeros(mask.shape, dtype=self.act_dtype).masked_fill_(~mask, float("-inf"))
         half = hd // 2
 
         x = F.embedding(ids, self.embed)  # (B, T, D)
@@ -233,9 +251,17 @@ class NativeDecoder:
             qk = qk * cos + rot * sin
             q, k = qk[:, :H], qk[:, H:]
             keys, values = cache.write(i, k, v)
-            attn = F.scaled_dot_product_attention(
-                q, keys, values, attn_mask=mask, is_causal=mask is None and T > 1, enable_gqa=True
-            )  # (B, H, T, hd)
+            if bias is not None:
+                attn = _decode_attention(q, keys, values, bias)
+            else:
+                attn = F.scaled_dot_product_attention(
+                    q,
+                    keys,
+                    values,
+                    attn_mask=mask,
+                    is_causal=mask is None and T > 1,
+                    enable_gqa=True,
+                )  # (B, H, T, hd)
             attn = attn.transpose(1, 2).reshape(B, T, H * hd)
             out = layer.o(attn)
             if lora is not None:
