@@ -24,3 +24,13 @@ def test_import_is_light():
     code = "import sys, lmforge; lmforge.SamplingParams; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_explain_is_the_subpackage_and_its_config_is_exported():
+    # `explain` the function would clash with the subpackage `lmforge.explain` (as `tune`
+    # does), so the top level offers ExplainConfig and the function stays in the package
+    import lmforge.explain
+
+    assert "explain" not in lmforge.__all__
+    assert lmforge.ExplainConfig is lmforge.explain.ExplainConfig
+    assert callable(lmforge.explain.explain)

@@ -15,6 +15,7 @@ _EXPORTS = {
     "Artifact": "lmforge.store",
     "Completion": "lmforge.engine.generate",
     "DistillConfig": "lmforge.compress.distill",
+    "ExplainConfig": "lmforge.explain.config",
     "PruneConfig": "lmforge.compress.prune_config",
     "QuantizeConfig": "lmforge.compress.quantize",
     "TuneConfig": "lmforge.tune.config",

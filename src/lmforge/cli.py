@@ -14,6 +14,7 @@ from lmforge.compress.prune_config import PruneConfig
 from lmforge.compress.quantize import QuantizeConfig
 from lmforge.engine.params import SamplingParams
 from lmforge.errors import LmforgeError
+from lmforge.explain.config import ExplainConfig
 from lmforge.tune.config import TuneConfig
 
 DTYPE = click.Choice(["fp32", "bf16", "int8", "int4"])
@@ -530,6 +531,44 @@ def models_rm(name: str) -> None:
 
 
 @cli.group()
+def guard() -> None:
+    """Check text for prompt injection, personal data and toxicity; measure the checks."""
+
+
+@guard.command("check")
+@click.argument("text")
+@click.option(
+    "--policy",
+    default="injection=block,pii=redact,toxicity=flag",
+    show_default=True,
+    help="An action (off|flag|redact|block) for all checks, or per check: injection=,pii=,toxicity=.",
+)
+@click.option("--output", "as_output", is_flag=True, help="Check TEXT as a model's answer.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+def guard_check(text: str, policy: str, as_output: bool, as_json: bool) -> None:
+    """Print the guard's decision on TEXT (a prompt, or with --output an answer)."""
+    from lmforge.guard import Guard
+    from lmforge.guard.cli_output import print_decision
+
+    guard_ = Guard(policy)
+    decision = guard_.check_output(text) if as_output else guard_.check_input(text)
+    print_decision(decision, guard_.policy, as_json)
+
+
+@guard.command("eval")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def guard_eval(as_json: bool) -> None:
+    """Measure each detector (recall, false-positive rate, precision) on the held-out set."""
+    from lmforge.guard.evaluation import evaluate, print_report
+
+    result = evaluate()
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        print_report(result)
+
+
+@cli.group()
 def feedback() -> None:
     """Turn the web chat's feedback (thumbs, edited answers) into training data."""
 
@@ -559,6 +598,37 @@ def feedback_export(format_: str, out: str, db: str | None) -> None:
         )
     count = store.export(format_, out)
     click.echo(f"wrote {count} {format_} record(s) to {out}")
+
+
+@cli.command("explain")
+@click.argument("model", required=False)
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["html", "terminal"]),
+    default="html",
+    show_default=True,
+    help="html: write explain.html, heatmap.png and explain.json to --out; terminal: print only.",
+)
+@click.option(
+    "--out", default="explain", show_default=True, type=click.Path(file_okay=False), help="Folder."
+)
+@config_options(ExplainConfig)
+def explain_cmd(model, format_, out, **flags):
+    """Explain MODEL's answer to --prompt: which input tokens drove each output token.
+
+    Without --target the model's greedy answer is explained token by token; --contrast
+    explains why the target beat an alternative. Also an attention view per layer and
+    head and the logit lens (what each layer would predict).
+    """
+    from lmforge.explain import explain, print_terminal, write_explanation
+
+    config = ExplainConfig.from_dict({k: v for k, v in flags.items() if v is not None})
+    explanation = explain(_load(model, None), config=config)
+    print_terminal(explanation)
+    if format_ == "html":
+        for path in write_explanation(explanation, out).values():
+            click.echo(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,6 +13,7 @@ from live_server import Server, wait_until
 from playwright import sync_api
 
 from lmforge.cli import main
+from lmforge.explain.render import shown
 from lmforge.models.model import Model
 from lmforge.serve import ServeConfig, create_app
 from lmforge.serve.feedback import FeedbackStore
@@ -205,3 +206,30 @@ def test_the_page_sends_the_key_a_locked_server_asks_for(chat_model, browser, tm
         assert page.locator(".msg.assistant .text").first.inner_text()
     finally:
         locked.stop()
+
+
+def test_explain_a_reply_shows_its_heatmap(server, chat_model, browser):
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    page.fill("#max-tokens", "4")
+    page.fill("#prompt", "Paris is")
+    page.click("#send")
+    page.wait_for_selector(".msg.assistant.done")
+    reply = page.locator(".msg.assistant").nth(0)
+    answer = reply.locator(".text").inner_text()
+    reply.locator(".explain").click()
+    page.wait_for_selector("#explain-box[open]")
+    frame = page.frame_locator("#explain-frame")
+    tokens = frame.locator(".heat.on .tok")
+    tokens.first.wait_for()
+    # the heatmap runs over the chat prompt the model read, then the reply (byte pieces of
+    # the tiny model's answer may show as U+FFFD, so only the prompt is compared as text)
+    prompt = chat_model.chat_prompt([{"role": "user", "content": "Paris is"}])
+    texts = tokens.all_inner_texts()
+    assert len(texts) > len(prompt)
+    assert "".join(texts[: len(prompt)]) == shown(chat_model.tokenizer.decode(prompt))
+    assert answer
+    page.click("#explain-close")
+    page.wait_for_function("!document.getElementById('explain-box').open")
+    page.close()

@@ -32,7 +32,7 @@ from lmforge.engine.scheduler import Request as Handle
 from lmforge.engine.scheduler import Scheduler
 from lmforge.errors import InvalidInputError
 from lmforge.serve import adapters as lora_routes
-from lmforge.serve import auth, embeddings, errors, webchat
+from lmforge.serve import auth, embeddings, errors, explaining, guarding, webchat
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.errors import APIError
 from lmforge.serve.metrics import CONTENT_TYPE, CountRequests, Metrics
@@ -53,10 +53,16 @@ def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str]
     loras = lora_routes.Adapters(model, model.artifact.name if model.artifact else model.name)
     for adapter in adapters:
         loras.load(adapter)
+    guard = None
+    if config.guard != "off":
+        from lmforge.guard import Guard
+
+        guard = Guard(config.guard)
     metrics = Metrics(
         waiting=lambda: scheduler.waiting,
         running=lambda: scheduler.running,
         cached=lambda: scheduler.cached_tokens,
+        guard=guard,
     )
     scheduler = Scheduler.for_model(
         model,
@@ -84,6 +90,7 @@ def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str]
     app.state.scheduler = scheduler
     app.state.config = config
     app.state.metrics = metrics
+    app.state.guard = guard
     errors.install(app)
     webchat.install(app)  # the web chat at / with its /ui/ routes and feedback store
     auth.install(app, config)  # body limit, API keys and rate, CORS
@@ -119,6 +126,10 @@ def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str]
             )
         return default if cap is None else min(default or cap, cap)
 
+    explaining.install(
+        app, model, lambda request: read_json(request, config.max_body_bytes), check_model
+    )
+
     @app.get("/health")
     async def health() -> dict:
         return {
@@ -153,12 +164,22 @@ def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str]
         adapter = check_model(body.model)
         if body.top_logprobs is not None and not body.logprobs:
             raise APIError(400, "top_logprobs needs logprobs: true", "top_logprobs")
-        prompt = model.chat_prompt([m.plain() for m in body.messages])
         max_tokens = body.max_completion_tokens or body.max_tokens
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
+        guarding.refuse_logprobs(guard, logprobs)
+        messages = await guarding.check_messages(guard, [m.plain() for m in body.messages])
+        prompt = model.chat_prompt(messages)
         default = default_max_tokens(max_tokens, None)
         job = _Job(
-            scheduler, body, [prompt], max_tokens, default, "messages", logprobs, adapter=adapter
+            scheduler,
+            body,
+            [prompt],
+            max_tokens,
+            default,
+            "messages",
+            logprobs,
+            adapter=adapter,
+            guard=guard,
         )
         return await job.respond(request, body.model or name, token_text, chat=True)
 
@@ -169,6 +190,13 @@ def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str]
         if body.best_of not in (None, body.n):
             raise APIError(400, "best_of other than n is not supported", param="best_of")
         given = _prompt_list(body.prompt)
+        guarding.refuse_logprobs(guard, body.logprobs, body.echo)
+        if guard is not None and guard.policy.active:  # check the text, ids decoded
+            for i, p in enumerate(given):
+                text = p if isinstance(p, str) else model.tokenizer.decode(p)
+                checked = await guarding.check_prompt(guard, text, "prompt")
+                if checked != text:
+                    given[i] = checked
         prompts = [p if isinstance(p, list) else model.encode(p) for p in given]
         job = _Job(
             scheduler,
@@ -182,6 +210,7 @@ def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str]
             if body.echo
             else None,
             adapter=adapter,
+            guard=guard,
         )
         return await job.respond(request, body.model or name, token_text, chat=False)
 
@@ -265,6 +294,7 @@ class _Job:
         logprobs: int | None = None,
         echo: list[str] | None = None,
         adapter=None,
+        guard=None,
     ):
         """`max_tokens` as asked (more than fits the context is a 400; 0 generates nothing);
         if not asked, `default_max_tokens` or, if None, the room left in the context.
@@ -298,6 +328,7 @@ class _Job:
             raise APIError(400, f"n={body.n} is more than this server takes at once", "n")
         self.body, self.prompts = body, prompts
         self.logprobs, self.echo = logprobs, echo
+        self.guard = guard  # a Guard whose output checks each answer, or None
 
         def most(prompt: list[int]) -> int:
             room = context - len(prompt)
@@ -353,7 +384,10 @@ class _Job:
             logs[i].add(delta)
         choices = []
         for i, handle in enumerate(self.handles):
-            text, reason = "".join(texts[i]), handle.finish_reason
+            answer = guarding.AnswerGuard(self.guard)
+            text = answer.feed("".join(texts[i]))
+            tail, reason = answer.finish(handle.finish_reason)
+            text = "" if reason == "content_filter" else text + tail
             logprobs = logs[i].take() if self.logprobs is not None else None
             if chat:
                 message = {"role": "assistant", "content": text}
@@ -372,6 +406,7 @@ class _Job:
     ) -> AsyncIterator[str]:
         kind = "chat.completion.chunk" if chat else "text_completion"
         logs = [_Logprobs(token_text, chat) for _ in self.handles]
+        answers = [guarding.AnswerGuard(self.guard) for _ in self.handles]
         echoed: set[int] = set()
 
         def event(choices: list, **extra) -> str:
@@ -397,10 +432,21 @@ class _Job:
                     logs[i].add_prompt(self.handles[i])
                     yield event([choice(i, self.echo[i // self.body.n])])
                 logs[i].add(delta)
-                if delta.text or delta.logprob is not None:
-                    yield event([choice(i, delta.text)])
-                if delta.finish_reason in ("stop", "length"):
-                    yield event([choice(i, None, delta.finish_reason)])
+                answer = answers[i]
+                if answer.blocked:  # the guard stopped this answer: its row is freed below
+                    continue
+                text = answer.feed(delta.text)
+                if text or delta.logprob is not None:
+                    yield event([choice(i, text)])
+                finish = delta.finish_reason  # (the Delta is the scheduler's: never changed)
+                if answer.blocked:
+                    self.handles[i].cancel()
+                    finish = "content_filter"
+                if finish in ("stop", "length", "content_filter"):
+                    tail, reason = answer.finish(finish)
+                    if tail:
+                        yield event([choice(i, tail)])
+                    yield event([choice(i, None, reason)])
             options = self.body.stream_options
             if options is not None and options.include_usage:
                 yield event([], usage=self.usage())

@@ -57,6 +57,13 @@ class ServeConfig:
             "open the same way (a system prompt, earlier turns); 0: off."
         },
     )
+    guard: str = field(
+        default="off",
+        metadata={
+            "help": "Checks on prompts and answers: one action for all (off|flag|redact|block) "
+            "or per check, e.g. injection=block,pii=redact,toxicity=flag."
+        },
+    )
     embeddings: bool = field(
         default=False,
         metadata={"help": "Also serve POST /v1/embeddings with MiniLM (lmforge[embeddings])."},
@@ -66,6 +73,10 @@ class ServeConfig:
         for name in ("max_batch", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"invalid {name}={getattr(self, name)}", "must be >= 1")
+        if self.guard != "off":
+            from lmforge.guard.policy import GuardPolicy
+
+            self.guard = str(GuardPolicy.parse(self.guard))  # checked, in its canonical form
         if self.prompt_cache_mb < 0:
             raise InvalidInputError(
                 f"invalid prompt_cache_mb={self.prompt_cache_mb}", "must be >= 0"

@@ -51,8 +51,10 @@ class Metrics:
         waiting: Callable[[], int],
         running: Callable[[], int],
         cached: Callable[[], int] = lambda: 0,
+        guard=None,
     ):
         self._lock = threading.Lock()
+        self._guard = guard  # a lmforge.guard.Guard, whose counters are read when scraped
         self._waiting, self._running, self._cached = waiting, running, cached
         self.requests: dict[tuple[str, str], int] = {}  # (route, status) -> count
         self.tokens = 0
@@ -105,6 +107,16 @@ class Metrics:
             "# TYPE lmforge_running_requests gauge",
             f"lmforge_running_requests {self._running()}",
         ]
+        if self._guard is not None:
+            lines += [
+                "# HELP lmforge_guard_decisions_total Guard decisions, by direction and action.",
+                "# TYPE lmforge_guard_decisions_total counter",
+            ]
+            for (direction, action), count in sorted(self._guard.counts.items()):
+                lines.append(
+                    f'lmforge_guard_decisions_total{{direction="{direction}",action="{action}"}} '
+                    f"{count}"
+                )
         return "\n".join(lines) + "\n"
 
 

@@ -141,7 +141,7 @@ def _template():
 class ProfileMiddleware:
     """Adds the saved profile of a chat request's `user` to its system prompt.
 
-    Pure ASGI: reads the body of `POST /v1/chat/completions` (up to the server's body
+    Pure ASGI: reads the body of `POST /v1/chat/completions` or `/v1/explain` (up to the server's body
     limit), rewrites it if the user has a profile, and hands it on; anything else, and
     any body it cannot read as a chat request, passes through untouched for the route to
     judge.
@@ -154,7 +154,7 @@ class ProfileMiddleware:
         if (
             scope["type"] != "http"
             or scope["method"] != "POST"
-            or scope["path"] != "/v1/chat/completions"
+            or scope["path"] not in ("/v1/chat/completions", "/v1/explain")
         ):
             return await self.app(scope, receive, send)
         app = scope["app"]
