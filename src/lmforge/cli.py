@@ -186,6 +186,11 @@ def _stream_out(deltas, stats: bool) -> None:
     help="An origin browsers may call from (CORS); repeatable [default: none].",
 )
 @click.option(
+    "--guard",
+    help="Check prompts and answers: off|flag|redact|block for all, or per check, e.g. "
+    "injection=block,pii=redact,toxicity=flag [default: off].",
+)
+@click.option(
     "--prompt-cache-mb",
     type=float,
     help="Memory for recent prompts' keys and values, reused by prompts that open the same way; "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import uuid
@@ -224,6 +225,13 @@ def serve(model, config: ServeConfig | None = None, adapters: Sequence[str] = ()
     config = config or ServeConfig()
     app = create_app(model, config, adapters)
     auth.warn_if_open(config)
+    if app.state.guard is not None:  # every guard decision goes to the log, as uvicorn's do
+        log = logging.getLogger("lmforge.guard")
+        log.setLevel(logging.INFO)
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        log.addHandler(handler)
+        print(f"guard: {config.guard}", flush=True)
     if getattr(model.decoder, "compiled", False):  # compile now, not in the first request
         print("compiling the decode step (about a minute the first time) ...", flush=True)
         try:
