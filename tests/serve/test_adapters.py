@@ -101,6 +101,16 @@ def test_admin_load_and_unload(served):
     assert served.raw("POST", "/admin/adapters", b'{"name": "nope"}')[0] == 404
 
 
+def test_hot_swap_serves_a_new_adapter_under_the_old_name(served):
+    assert served.raw("POST", "/admin/adapters", b'{"name": "c"}')[0] == 200
+    want_c = stream_text(served, "tiny:c")
+    status, body = served.raw("POST", "/admin/adapters", b'{"name": "a", "as": "c"}')
+    assert status == 200 and body["model"] == "tiny:c"
+    assert stream_text(served, "tiny:c") == stream_text(served, "tiny:a") != want_c
+    assert served.raw("POST", "/admin/adapters", b'{"name": "a", "as": "../x"}')[0] == 400
+    assert served.raw("DELETE", "/admin/adapters/c")[0] == 200
+
+
 def test_a_request_in_flight_finishes_on_an_unloaded_adapter(served):
     assert served.raw("POST", "/admin/adapters", b'{"name": "c"}')[0] == 200
     whole = stream_text(served, "tiny:c", max_tokens=40)

@@ -1,7 +1,9 @@
 """LoRA adapters served beside the base model, chosen per request as `model: "base:adapter"`.
 
 `Adapters` holds the loaded ones by name; the admin routes load (`POST /admin/adapters`
-{"name"}) and unload (`DELETE /admin/adapters/{name}`) them at run time. A request holds
+{"name"}) and unload (`DELETE /admin/adapters/{name}`) them at run time. `{"name": NEW,
+"as": OLD}` hot-swaps: NEW is served under the name OLD from the next request on, so clients
+keep asking for `base:OLD` (the feedback loop's swap). A request holds
 its adapter object from submission to its end, so unloading only stops new requests (404).
 Names are store artifact names (`check_name`): a request never reaches outside the store.
 """
@@ -29,9 +31,12 @@ class Adapters:
         self._loaded: dict[str, LoraAdapter] = {}
         self._lock = threading.Lock()
 
-    def load(self, name: str) -> LoraAdapter:
-        """Read the adapter artifact `name` (a LoRA tuned from the base) and offer it."""
+    def load(self, name: str, served_as: str | None = None) -> LoraAdapter:
+        """Read the adapter artifact `name` (a LoRA tuned from the base) and offer it, under
+        the name `served_as` if given (replacing what was served under it)."""
         check_name(name)
+        if served_as is not None:
+            check_name(served_as)
         artifact = self.store.get(name)
         if artifact.kind != "adapter":
             raise InvalidInputError(f"{name} is not an adapter", "pass an artifact made by tune")
@@ -47,7 +52,7 @@ class Adapters:
             )
         adapter = LoraAdapter.read(artifact.path / "adapter", self.model.decoder, name)
         with self._lock:
-            self._loaded[name] = adapter
+            self._loaded[served_as or name] = adapter
         return adapter
 
     def unload(self, name: str) -> None:
@@ -69,14 +74,18 @@ def install(app: FastAPI, adapters: Adapters, read_body) -> None:
 
     @app.post("/admin/adapters")
     async def load_adapter(request: Request) -> dict:
-        name = (await read_body(request)).get("name")
+        body = await read_body(request)
+        name, served_as = body.get("name"), body.get("as")
         if not isinstance(name, str):
             raise APIError(400, 'give the adapter artifact\'s name: {"name": "..."}', "name")
+        if served_as is not None and not isinstance(served_as, str):
+            raise APIError(400, '"as" must be the served name to replace', "as")
         try:
-            await asyncio.to_thread(adapters.load, name)
+            await asyncio.to_thread(adapters.load, name, served_as)
         except NotFoundError as e:
             raise APIError(404, str(e), "name", "model_not_found") from e
-        return {"object": "adapter", "name": name, "model": f"{adapters.base}:{name}"}
+        served = served_as or name
+        return {"object": "adapter", "name": name, "model": f"{adapters.base}:{served}"}
 
     @app.delete("/admin/adapters/{name}")
     async def unload_adapter(name: str) -> dict:
