@@ -79,3 +79,16 @@ def test_update_meta_is_atomic_json(tmp_path):
     data = json.loads((tmp_path / "m" / "artifact.json").read_text())
     assert data["note"] == "hi" and data["name"] == "m"
     assert not list((tmp_path / "m").glob("*.tmp"))
+
+
+def test_every_artifact_records_its_energy_with_how_it_was_obtained(tmp_path):
+    store = Store(tmp_path)
+    with store.create("plain", step="import") as draft:
+        sum(i * i for i in range(200_000))  # some CPU work to measure
+        (draft.path / "x.txt").write_text("x")
+    energy = store.get("plain").meta["energy"]
+    assert energy["method"] in ("nvml", "rapl", "estimated") and energy["joules"] > 0
+    assert energy["note"]
+    with store.create("own", step="tune") as draft:  # a step's own reading is kept
+        draft.meta["energy"] = {"joules": 1.0, "method": "estimated", "note": "the step's"}
+    assert store.get("own").meta["energy"]["note"] == "the step's"

@@ -166,9 +166,17 @@ class Store:
             },
         )
         started = time.perf_counter()
+        # Every step records its energy: the step's own reading if it took one (tune, distill),
+        # else this one over the whole block. Imported here: the meter lives with the
+        # efficiency metric, which store users need not load.
+        from lmforge.evaluate.metrics.efficiency import EnergyMeter
+
+        meter = EnergyMeter().__enter__()
         try:
             yield draft
             draft.meta["timings"].setdefault("total_s", round(time.perf_counter() - started, 3))
+            meter.__exit__(None, None, None)
+            draft.meta.setdefault("energy", meter.result)
             draft.meta["hashes"] = hash_files(tmp)
             _write_json_atomic(tmp / "artifact.json", draft.meta)
             swap_in(tmp, self.root / name)

@@ -149,5 +149,5 @@ def test_gguf_artifact_name_is_stable(tmp_path):
 
 
 def test_compile_is_refused_for_dtypes_it_does_not_cover(tiny_model_dir):
-    with pytest.raises(LmforgeError, match="--compile supports fp32 and int8, not int4"):
-        lmforge.load(str(tiny_model_dir), dtype="int4", compile=True)
+    with pytest.raises(LmforgeError, match="--compile supports fp32, int8, int4, not bf16"):
+        lmforge.load(str(tiny_model_dir), dtype="bf16", compile=True)
