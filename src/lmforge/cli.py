@@ -605,6 +605,99 @@ def feedback_export(format_: str, out: str, db: str | None) -> None:
     click.echo(f"wrote {count} {format_} record(s) to {out}")
 
 
+@cli.command("card")
+@click.argument("model")
+@click.option("--print", "print_", is_flag=True, help="Print the card instead of writing it.")
+def card_cmd(model, print_):
+    """Write MODEL's model card (card.md in its artifact folder) from its recorded facts."""
+    from lmforge.report import render_card, write_card
+
+    click.echo(render_card(model) if print_ else f"wrote {write_card(model)}")
+
+
+@cli.command("compliance")
+@click.argument("model")
+@click.option(
+    "--role",
+    type=click.Choice(["provider", "deployer"]),
+    default="provider",
+    show_default=True,
+    help="provider: Art. 53 / Annex XI and XII; deployer: risk questionnaire and Annex IV.",
+)
+@click.option("--use-case", help="What the system will be used for (matched to Annex III).")
+@click.option("--print", "print_", is_flag=True, help="Also print the Markdown.")
+def compliance_cmd(model, role, use_case, print_):
+    """Write EU AI Act documentation for MODEL into compliance/<role>.md and .json."""
+    from lmforge.report import write_compliance
+
+    paths = write_compliance(model, role=role, use_case=use_case)
+    if print_:
+        click.echo(paths["markdown"].read_text())
+    for path in paths.values():
+        click.echo(f"wrote {path}")
+
+
+@cli.command("energy")
+@click.argument("model")
+@click.option(
+    "--grid-intensity",
+    type=float,
+    help="Grid carbon intensity in g CO2e/kWh [default: 475, IEA world average].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
+def energy_cmd(model, grid_intensity, as_json):
+    """Energy of every step of MODEL's lineage and its evaluations, with emissions."""
+    from lmforge.report.energy import WORLD_AVERAGE_G_PER_KWH, energy_ledger, print_ledger
+
+    grid = WORLD_AVERAGE_G_PER_KWH if grid_intensity is None else grid_intensity
+    ledger = energy_ledger(model, grid_g_per_kwh=grid)
+    if as_json:
+        click.echo(json.dumps(ledger, indent=2))
+    else:
+        print_ledger(ledger)
+
+
+@cli.command("report")
+@click.argument("targets", nargs=-1, required=True, metavar="RUN_OR_MODELS...")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Folder [default: $LMFORGE_HOME/reports/<run or models>/].",
+)
+@click.option(
+    "--explain", "explain_prompt", help="Explain the last model's answer to this prompt too."
+)
+@click.option(
+    "--pdf/--no-pdf", default=None, help="Print a PDF too [default: when chromium is installed]."
+)
+@click.option(
+    "--guard/--no-guard",
+    default=True,
+    show_default=True,
+    help="Measure the guard's detectors when no stored evaluation matches.",
+)
+def report_cmd(targets, out, explain_prompt, pdf, guard):
+    """The comprehensive report (Markdown, self-contained HTML, PDF) over a run or artifacts.
+
+    RUN_OR_MODELS is a pipeline run's name (a folder of $LMFORGE_HOME/runs/: every artifact
+    it produced) or artifact names. Every number names the stored result it comes from;
+    what none records is listed as a gap with the command that records it.
+    """
+    from pathlib import Path
+
+    from lmforge.report.comprehensive import default_out, resolve, write_report
+
+    names, run = resolve(targets)
+    folder = Path(out) if out else default_out(names, run)
+    paths = write_report(
+        names, folder, run=run, explain_prompt=explain_prompt, pdf=pdf, guard=guard
+    )
+    for path in paths.values():
+        click.echo(f"wrote {path}")
+    if pdf and "pdf" not in paths:
+        click.echo("no PDF: no converter worked (install chromium, or pip install weasyprint)")
+
+
 @cli.command("explain")
 @click.argument("model", required=False)
 @click.option(
@@ -634,6 +727,28 @@ def explain_cmd(model, format_, out, **flags):
     if format_ == "html":
         for path in write_explanation(explanation, out).values():
             click.echo(f"wrote {path}")
+
+
+@cli.command("run")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print each step, cached or to run, and why.")
+@click.option("--force", multiple=True, help="Run this step even if cached (repeatable).")
+@click.option("--from", "start", help="Run this step and every step after it.")
+@click.option("--skip", multiple=True, help="Leave this step out (repeatable).")
+@click.option("--serve", is_flag=True, help="Run the recipe's serve step in the foreground.")
+def run_cmd(recipe, dry_run, force, start, skip, serve):
+    """Run a recipe (YAML) of steps; a re-run skips the steps whose inputs and config are unchanged.
+
+    Every step and key of the recipe is checked, with its line, before anything runs.
+    Results are recorded in $LMFORGE_HOME/runs/NAME/state.json.
+    """
+    from lmforge.pipeline import load_recipe, plan, print_plan, run
+
+    loaded = load_recipe(recipe, skip=tuple(skip))
+    if dry_run:
+        print_plan(plan(loaded, force=tuple(force), start=start))
+        return
+    run(loaded, force=tuple(force), start=start, serve=serve)
 
 
 def main(argv: list[str] | None = None) -> None:
