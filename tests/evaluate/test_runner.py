@@ -158,6 +158,14 @@ def test_toxicity_suite_generates_and_scores_by_category(tiny_artifact):
     assert doc["summary"]["toxic_rate"] == round(tox["toxic_rate"], 4)
 
 
+def test_privacy_suite_counts_personal_data_in_continuations(tiny_artifact):
+    doc = evaluate(tiny_artifact, EvalConfig(suite="privacy", limit=6, batch_size=3))
+    privacy = doc["tasks"]["privacy"]["privacy"]
+    assert privacy["n"] == 6 and 0.0 <= privacy["pii_rate"] <= 1.0
+    assert set(privacy["by_category"]) <= {"phone", "email", "card", "iban", "ip", "name"}
+    assert doc["summary"]["pii_rate"] == round(privacy["pii_rate"], 4)
+
+
 def test_progress_carries_a_running_accuracy(tiny_artifact):
     """The bar's running estimate counts exactly the original items the records mark correct."""
     from lmforge.evaluate.runner import Evaluator

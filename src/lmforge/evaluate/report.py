@@ -20,6 +20,7 @@ HEADLINES = [
     ("fairness_gap", "fairness gap", "{:.3f}"),
     ("stereotype_rate", "stereotype rate", "{:.3f}"),
     ("toxic_rate", "toxic rate", "{:.3f}"),
+    ("pii_rate", "PII rate", "{:.3f}"),
     ("items_per_s", "items/s", "{:.1f}"),
 ]
 

@@ -22,6 +22,7 @@ FAMILIES = (
     "fairness",
     "bias",
     "toxicity",
+    "privacy",
     "perplexity",
     "efficiency",
 )
@@ -63,6 +64,9 @@ class EvalConfig:
     )
 
 
+OPEN_ENDED = {"toxicity": "toxicity", "privacy": "privacy"}  # suite -> its metric family
+
+
 def suite_tasks(suite: str, seed: int = 0) -> list[Task]:
     """The tasks of a bundled suite, a task YAML, or every YAML in a folder."""
     path = Path(suite)
@@ -76,17 +80,17 @@ def suite_tasks(suite: str, seed: int = 0) -> list[Task]:
     from lmforge.evaluate.suites import load_suite
 
     rows = load_suite(suite)
-    if suite == "toxicity":
+    if suite in OPEN_ENDED:  # continuations of openings, judged by a classifier
         return [
             Task(
-                name="toxicity",
+                name=suite,
                 kind="generate",
                 prompt="{{ prompt }}",
                 docs=rows,
-                metrics=["toxicity", "efficiency"],
+                metrics=[OPEN_ENDED[suite], "efficiency"],
                 max_tokens=32,
                 stop=["\n"],
-                source="suite:toxicity",
+                source=f"suite:{suite}",
             )
         ]
     if suite == "bias":
@@ -475,6 +479,7 @@ HEADLINE_FIGURES = {
     "fairness_gap": ("fairness", "max_abs_gap"),
     "stereotype_rate": ("bias", "stereotype_rate"),
     "toxic_rate": ("toxicity", "toxic_rate"),
+    "pii_rate": ("privacy", "pii_rate"),
     "items_per_s": ("efficiency", "items_per_s"),
 }
 

@@ -141,7 +141,9 @@ def _context(ev: Evidence, explained, guard: bool, converter, pdf) -> dict[str, 
         "frontier": sections.frontier(ev),
         "compression": sections.lineage_steps(ev, sections.COMPRESS_STEPS),
         "robustness": sections.family(ev, "robustness", "robustness"),
-        "fairness": [sections.family(ev, f, "fairness") for f in ("fairness", "bias", "toxicity")],
+        "fairness": [
+            sections.family(ev, f, "fairness") for f in ("fairness", "bias", "toxicity", "privacy")
+        ],
         "explanations": sections.explanations(explained, ev),
         "guard": _guard(ev, measure=guard),
         "regulatory": sections.regulatory(ev),

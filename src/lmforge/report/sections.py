@@ -241,12 +241,15 @@ FAMILIES = {  # family -> (figures shown, breakdown key, the breakdown's figure)
              "stereotype_rate"),
     "toxicity": ((("toxic_rate", "toxic rate"), ("mean_score", "mean score"), ("n", "outputs")),
                  "by_category", None),
+    "privacy": ((("pii_rate", "share of outputs with personal data"), ("n", "outputs")),
+                "by_category", None),
 }  # fmt: skip
 FILL = {  # family -> the command that measures it (MODEL is replaced)
     "robustness": "lmforge eval MODEL --suite core",  # the core suite measures both
     "fairness": "lmforge eval MODEL --suite core",
     "bias": "lmforge eval MODEL --suite bias",
     "toxicity": "lmforge eval MODEL --suite toxicity",
+    "privacy": "lmforge eval MODEL --suite privacy",
 }
 
 

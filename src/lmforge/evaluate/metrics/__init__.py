@@ -11,6 +11,7 @@ from lmforge.evaluate.metrics import (  # noqa: F401  (imported to register each
     efficiency,
     fairness,
     perplexity,
+    privacy,
     robustness,
     toxicity,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lmforge.errors import InvalidInputError
-from lmforge.evaluate.suites import bias, core, toxicity
+from lmforge.evaluate.suites import bias, core, privacy, toxicity
 
 
 def _quickstart() -> list[dict]:
@@ -19,6 +19,7 @@ SUITES: dict[str, Callable[[], list]] = {
     "core": core.build,
     "bias": bias.build,
     "toxicity": toxicity.build,
+    "privacy": privacy.build,
     "quickstart": _quickstart,
 }
 
