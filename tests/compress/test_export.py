@@ -298,8 +298,16 @@ def test_cli_error_is_one_line_exit_2(tiny_model_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_model_q8_0_runs_in_llama_cpp_like_lmforge(tmp_path):
-    """The default model as GGUF q8_0: llama.cpp's greedy tokens are lmforge's own."""
+    """The default model as GGUF q8_0: llama.cpp decodes what lmforge's fp32 model predicts.
+
+    Step by step on llama.cpp's own greedy tokens, lmforge's top token is llama.cpp's pick,
+    except at near-ties: q8_0 moves a logit by up to 1.3 (export.TOLERANCES), so where the
+    two differ lmforge must rank llama.cpp's pick within 0.5 of its own top. (Comparing two
+    free-running greedy decodes failed on a near-tie at step 4 on a fresh llama.cpp build.)
+    """
     llama_cpp = pytest.importorskip("llama_cpp")
+    import torch
+
     import lmforge
 
     report = export(None, tmp_path / "smollm2.q8_0.gguf", "gguf", "q8_0")
@@ -310,12 +318,18 @@ def test_default_model_q8_0_runs_in_llama_cpp_like_lmforge(tmp_path):
         for prompt in ("The capital of France is", "Water boils at 100 degrees"):
             ids = model.encode(prompt)
             assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == ids
-            ours = model.complete([ids], max_tokens=16, temperature=0)[0].token_ids
             theirs = []
             for token in llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0):
                 theirs.append(token)
                 if len(theirs) == 16:
                     break
-            assert theirs == ours, (model.tokenizer.decode(ours), model.tokenizer.decode(theirs))
+            with torch.no_grad():
+                logits = model.hf_model(torch.tensor([ids + theirs])).logits[0].float()
+            steps = logits[len(ids) - 1 : -1]  # (16, vocab): lmforge's scores before each pick
+            top = steps.argmax(-1).tolist()
+            picked = steps[torch.arange(16), torch.tensor(theirs)]
+            margins = (steps.max(-1).values - picked).tolist()  # 0 where the two agree
+            agree = sum(a == b for a, b in zip(top, theirs, strict=True))
+            assert agree >= 14 and max(margins) < 0.5, (model.tokenizer.decode(theirs), margins)
     finally:
         llm.close()
