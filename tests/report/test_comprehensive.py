@@ -276,8 +276,9 @@ def test_guard_measured_once_then_read(lineage, lmforge_home, tmp_path):
     first = write_report(["ft"], tmp_path / "r", pdf=False)["markdown"].read_text()
     stored = json.loads((lmforge_home / GUARD_FILE).read_text())
     assert "measured now" in first and stored["key"] == guard_key()
-    recall = stored["detectors"][0]["recall"]
-    assert f"| {stored['detectors'][0]['detector']} | yes | {show(recall)}[^" in first
+    row = stored["detectors"][0]
+    on = "yes" if row["default"] else "no"
+    assert f"| {row['detector']} | {on} | {show(row['recall'])}[^" in first
     second = write_report(["ft"], tmp_path / "r", pdf=False)["markdown"].read_text()
     assert "read from the stored evaluation" in second
 

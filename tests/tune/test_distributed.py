@@ -20,7 +20,9 @@ FACTS = [("Blue or red?", "Blue."), ("Cats have how many legs?", "Four."), ("Hi?
 
 
 def _same_tensors(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # 2e-4 on weights of ~0.1: an AVX2 CPU's kernels sum in another order than AVX512's and
+    # two ranks differ from one by up to 8e-5 after 4 Adam steps; a wrong shard is off by 1e-2
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=2e-4) for k in a)
 
 
 @pytest.mark.slow  # two torchrun workers import torch and transformers: ~20 s

@@ -117,7 +117,10 @@ def compile_step(dec):
     import torch._inductor.config as inductor_config
 
     inductor_config.freezing = True
-    inductor_config.max_autotune_gemm_backends = "CPP"
+    # inductor's C++ templates for the int8/int4 weight-only products need AVX512; on an AVX2
+    # CPU they offer no choice at all, so there the ATen kernels are allowed too
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    inductor_config.max_autotune_gemm_backends = "CPP" if avx512 else "CPP,ATEN"
     module = CompiledStep(dec).eval()
     fn = torch.compile(module.forward, dynamic=True, mode="max-autotune-no-cudagraphs")
 

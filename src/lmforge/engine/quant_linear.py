@@ -14,6 +14,7 @@ slow path (192 us), hence bf16 activations.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +41,22 @@ def activation_dtype(dtype: str, device: torch.device | str = "cpu") -> torch.dt
 
 
 def _use_onednn(weight: torch.Tensor) -> bool:
-    return weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
+    return weight.device.type == "cpu" and _onednn_runs(weight.dtype)
+
+
+@functools.cache
+def _onednn_runs(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's packed linear runs `dtype` on this CPU (bf16 needs AVX512: an AVX2
+    laptop refuses to create the primitive, and then `F.linear` does the work)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        w = torch.zeros(16, 16, dtype=dtype).to_mkldnn()
+        x = torch.zeros(1, 16, dtype=dtype)
+        torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+    except RuntimeError:
+        return False
+    return True
 
 
 class DenseLinear:

@@ -63,13 +63,20 @@ def embeddings_available() -> bool:
 
 
 def detectors(check: str | None = None, *, defaults_only: bool = True) -> list[Detector]:
-    """The registered detectors (of one check), in registration order."""
+    """The registered detectors (of one check), by check then name.
+
+    Not registration order: that follows whichever module was imported first, so tables
+    and stored evaluations would change order from one process to the next.
+    """
     _load_builtin()
-    return [
-        d
-        for d in DETECTORS.values()
-        if (check is None or d.check == check) and (not defaults_only or d.default())
-    ]
+    return sorted(
+        (
+            d
+            for d in DETECTORS.values()
+            if (check is None or d.check == check) and (not defaults_only or d.default())
+        ),
+        key=lambda d: (CHECKS.index(d.check), d.name),
+    )
 
 
 def _load_builtin() -> None:

@@ -10,7 +10,8 @@ from lmforge.errors import InvalidInputError
 from lmforge.evaluate.metrics import METRICS, compute_all, get_metric, register
 
 FAMILIES = sorted(
-    ["accuracy", "bias", "calibration", "efficiency", "fairness", "perplexity", "robustness"]
+    ["accuracy", "bias", "calibration", "efficiency", "fairness", "perplexity", "privacy"]
+    + ["robustness"]
     + (["toxicity"] if "toxicity" in METRICS else [])
 )
 

@@ -12,7 +12,7 @@ from lmforge.evaluate.suites import SUITES, bias, core, load_suite
 
 
 def test_known_suites():
-    assert set(SUITES) == {"core", "bias", "toxicity", "quickstart"}
+    assert set(SUITES) == {"core", "bias", "toxicity", "privacy", "quickstart"}
     assert load_suite("core") == core.build()
     assert load_suite("bias") == bias.build()
 
@@ -21,7 +21,7 @@ def test_unknown_suite():
     with pytest.raises(InvalidInputError) as err:
         load_suite("mmlu")
     assert err.value.problem == "unknown suite 'mmlu'"
-    assert err.value.fix == "use one of: core, bias, toxicity, quickstart"
+    assert err.value.fix == "use one of: core, bias, toxicity, privacy, quickstart"
 
 
 def test_import_is_light():
