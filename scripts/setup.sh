@@ -23,4 +23,12 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
   { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } \
     >/dev/null 2>&1 || echo "warning: could not install Debian's chromium; tests/serve/test_webchat.py needs it" >&2
 fi
+# `lmforge chat --speak` writes spoken answers with Debian's espeak-ng; tesseract-ocr is the
+# second OCR engine for images (the first, rapidocr, comes from PyPI with the vision extra).
+if { ! command -v espeak-ng || ! command -v tesseract; } >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng tesseract-ocr; } \
+    >/dev/null 2>&1 || echo "warning: could not install Debian's espeak-ng/tesseract-ocr; tests/audio and tests/vision need them" >&2
+fi
 .venv/bin/python -c "import torch, lmforge; print('lmforge ready: torch', torch.__version__, '| cuda:', torch.cuda.is_available())"

@@ -94,3 +94,57 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 def model_factory():
     """`make_model` as a fixture (conftest modules cannot be imported by name from subfolders)."""
     return make_model
+
+
+# The processor's template: content is a string or a list of {"type": "image"|"text"} parts.
+VLM_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}"
+    "{{ m['content'] }}{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}<image>"
+    "{% else %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_vlm(folder, tokenizer):
+    """Save a tiny random LLaVA and its processor (28x28 images, 4 image tokens) to `folder`."""
+    import copy
+
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tok = copy.deepcopy(tokenizer)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        image_size=28, patch_size=14,
+    )  # fmt: skip
+    text = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        bos_token_id=1, eos_token_id=2, initializer_range=0.3,
+    )  # fmt: skip
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, vision_feature_layer=-1,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    LlavaProcessor(
+        image_processor=images, tokenizer=tok, patch_size=14, num_additional_image_tokens=1,
+        vision_feature_select_strategy="default", chat_template=VLM_TEMPLATE,
+    ).save_pretrained(folder)  # fmt: skip
+    return folder
+
+
+@pytest.fixture(scope="session")
+def vlm_factory():
+    """`make_vlm` as a fixture: `vlm_factory(folder, tokenizer)` saves a tiny LLaVA there."""
+    return make_vlm

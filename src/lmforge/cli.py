@@ -111,21 +111,73 @@ def cli(debug: bool) -> None:
 @click.argument("model", required=False)
 @click.option("--prompt", "-p", help="Ask one question, print the answer and exit.")
 @click.option("--system", "-s", help="System prompt for the conversation.")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    help="An image to ask about (repeatable); a text-only model gets its text (OCR) and layout.",
+)
+@click.option("--audio", help="A WAV file with the spoken question (offline recogniser).")
+@click.option("--asr-model", help="A local Vosk or PocketSphinx model folder for --audio.")
+@click.option("--speak", "speak_to", help="Also write the answer as speech to this WAV file.")
 @inference_options
-def chat(model, dtype, prompt, system, stats, compile_, **kwargs):
+def chat(
+    model, dtype, prompt, system, stats, compile_, images, audio, asr_model, speak_to, **kwargs
+):
     """Chat with MODEL (a store name or a path; default: the embedded SmolLM2-135M-Instruct).
 
     In the interactive chat: /reset clears the conversation, /system TEXT sets the system
-    prompt, /exit quits.
+    prompt, /exit quits. --image, --audio and --speak answer one question and exit.
     """
     from lmforge.chat import ChatSession
 
     sampling = _sampling(kwargs)
-    session = ChatSession(_load(model, dtype, compile_), system=system, sampling=sampling)
-    if prompt is not None:
-        _stream_out(session.send(prompt), stats)
+    if (images or speak_to) and prompt is None and not audio:
+        raise click.UsageError("--image and --speak answer one question: give --prompt or --audio")
+    if speak_to:
+        from lmforge.audio.tts import check_available
+
+        check_available()  # fail before the model loads, not after it answers
+    if audio:
+        prompt = _heard(audio, asr_model, prompt)
+    if images:
+        from lmforge.vision.images import load_image
+
+        images = [load_image(path) for path in images]  # bad files fail before the model loads
+    m = _load(model, dtype, compile_)
+    session = ChatSession(m, system=system, sampling=sampling)
+    if images:
+        deltas = _image_reply(m, images, prompt, system, sampling, stats)
+    elif prompt is not None:
+        deltas = session.send(prompt)
+    else:
+        session.repl(show_stats=stats)
         return
-    session.repl(show_stats=stats)
+    answer = _stream_out(deltas, stats)
+    if speak_to:
+        from lmforge.audio.tts import speak
+
+        click.echo(f"answer spoken to {speak(answer, speak_to)}", err=True)
+
+
+def _heard(audio: str, asr_model: str | None, prompt: str | None) -> str:
+    """The spoken question as text (said on stderr); --prompt, if given, goes before it."""
+    from lmforge.audio.asr import transcribe
+
+    heard = transcribe(audio, model=asr_model)
+    click.echo(f"heard ({heard.engine}, {heard.seconds:.1f} s): {heard.text}", err=True)
+    return f"{prompt}\n{heard.text}" if prompt else heard.text
+
+
+def _image_reply(m, images, prompt, system, sampling, stats):
+    """Stream the answer about `images`; one stderr line says how the images were read."""
+    from lmforge.vision.ask import chat_with_images, image_summary
+
+    deltas, meta = chat_with_images(m, images, prompt, system=system, stream=True, **sampling)
+    click.echo(image_summary(meta), err=True)
+    if stats:
+        click.echo(json.dumps(meta), err=True)
+    return deltas
 
 
 @cli.command()
@@ -139,20 +191,23 @@ def generate(model, prompt, dtype, stats, compile_, **kwargs):
     _stream_out(m.stream(prompt, **sampling), stats)
 
 
-def _stream_out(deltas, stats: bool) -> None:
+def _stream_out(deltas, stats: bool) -> str:
+    """Write the deltas to stdout as they come; return the whole text."""
     start = time.perf_counter()
-    first, n = None, 0
+    first, parts = None, []
     for text in deltas:
         if first is None:
             first = time.perf_counter()
-        n += 1
+        parts.append(text)
         sys.stdout.write(text)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    n = len(parts)
     if stats and first is not None:
         took = time.perf_counter() - first
         rate = f"{(n - 1) / took:.1f} chunks/s" if n > 1 and took > 0 else "-"
         click.echo(f"[ttft {1e3 * (first - start):.0f} ms, {rate}]", err=True)
+    return "".join(parts)
 
 
 @cli.command("serve")
@@ -198,6 +253,12 @@ def _stream_out(deltas, stats: bool) -> None:
 )
 @click.option(
     "--embeddings", is_flag=True, default=None, help="Also serve POST /v1/embeddings (MiniLM)."
+)
+@click.option(
+    "--image-ocr",
+    is_flag=True,
+    default=None,
+    help="Read images sent to a text-only model as text (OCR); off: they get 400.",
 )
 @click.option(
     "--dtype",
@@ -749,6 +810,78 @@ def run_cmd(recipe, dry_run, force, start, skip, serve):
         print_plan(plan(loaded, force=tuple(force), start=start))
         return
     run(loaded, force=tuple(force), start=start, serve=serve)
+
+
+@cli.group()
+def clip() -> None:
+    """Zero-shot image classification and text-to-image search with a CLIP-style model.
+
+    No CLIP model ships with lmforge: --model names a local CLIPModel or SigLIP folder.
+    """
+
+
+_CLIP_MODEL = click.option(
+    "--model", "model_dir", help="A local CLIP/SigLIP folder (required: none ships offline)."
+)
+_TEMPLATE = click.option(
+    "--template", default="a photo of a {}.", show_default=True, help="How a label reads."
+)
+
+
+@clip.command("classify")
+@click.argument("image")
+@click.option("--labels", required=True, help="Comma-separated labels, e.g. cat,dog,car.")
+@_CLIP_MODEL
+@_TEMPLATE
+def clip_classify(image, labels, model_dir, template):
+    """Print the probability of each label for IMAGE, most likely first."""
+    from lmforge.vision.clip import ClipModel
+
+    for label, p in ClipModel.load(model_dir).classify(image, labels, template).items():
+        click.echo(f"{p:.4f}  {label}")
+
+
+@clip.command("search")
+@click.argument("folder")
+@click.option("--query", required=True, help="What to look for, in words.")
+@click.option("--k", default=5, show_default=True, help="How many images to show.")
+@_CLIP_MODEL
+def clip_search(folder, query, k, model_dir):
+    """Rank FOLDER's images by QUERY; the index is kept and only changed files re-embedded."""
+    from lmforge.vision.clip import ClipModel
+
+    model = ClipModel.load(model_dir)
+    stats = model.index(folder)
+    n = stats.embedded + stats.kept
+    click.echo(
+        f"indexed {n} images ({stats.embedded} embedded, {stats.kept} unchanged, "
+        f"{stats.removed} removed)",
+        err=True,
+    )
+    for skipped in stats.skipped:
+        click.echo(f"skipped {skipped}", err=True)
+    for hit in model.search(query, k):
+        click.echo(f"{hit.score:.4f}  {hit.path}")
+
+
+@clip.command("eval")
+@click.argument("task")
+@_CLIP_MODEL
+@_TEMPLATE
+@click.option("--out", help="Result file [default: ./eval-TASK-MODEL.json].")
+def clip_eval(task, model_dir, template, out):
+    """Zero-shot accuracy on TASK, a JSONL of {"image": PATH, "label": TEXT} lines."""
+    from pathlib import Path
+
+    from lmforge.evaluate.runner import write_result
+    from lmforge.vision.clip import ClipModel
+    from lmforge.vision.zero_shot import evaluate_zero_shot
+
+    model = ClipModel.load(model_dir)
+    doc = evaluate_zero_shot(model, task, template)
+    path = write_result(doc, Path(out or f"eval-{Path(task).stem}-{model.name}.json"))
+    acc = next(iter(doc["tasks"].values()))["accuracy"]
+    click.echo(f"accuracy {acc['acc']:.3f} on {acc['n']} images; wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:

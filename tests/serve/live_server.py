@@ -6,6 +6,11 @@ A module of its own (not conftest.py) so that test modules can import it by a un
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -54,3 +59,40 @@ def wait_until(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < end, "timed out"
         time.sleep(0.005)
+
+
+class ServeProcess:
+    """`lmforge serve ARGS` in a process of its own on a free port; `stop()` sends Ctrl-C
+    and returns the exit code and everything it printed."""
+
+    def __init__(self, args: list[str], home, timeout: float = 60.0):
+        with socket.socket() as probe:  # a port that was free a moment ago
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = {**os.environ, "LMFORGE_HOME": str(home), "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, "-m", "lmforge.cli", "serve", *args, "--port", str(port)]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0
+        )
+
+        def up() -> bool:
+            assert self.process.poll() is None, self.process.stdout.read().decode()
+            try:
+                return bool(self.client.models.list().data)
+            except openai.APIConnectionError:
+                return False
+
+        try:
+            wait_until(up, timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.name = self.client.models.list().data[0].id
+
+    def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(timeout=30)
+        return code, self.process.stdout.read().decode()

@@ -70,6 +70,19 @@ class SchedulerClosed(LmforgeError):
 _ids = itertools.count(1)
 
 
+def enqueue(scheduler, requests: list[Request], free) -> list[Request]:
+    """Add `requests` to `scheduler`'s queue, all or none: `QueueFullError` (429) when more
+    wait than `max_queue` plus the rows `free()` counts (called under the lock)."""
+    with scheduler._lock:
+        if scheduler._closing:
+            raise SchedulerClosed("the server is shutting down", "retry later")
+        if len(scheduler._waiting) + len(requests) > scheduler.max_queue + free():
+            raise QueueFullError(len(scheduler._waiting))
+        scheduler._waiting.extend(requests)
+        scheduler._wake.notify_all()
+    return requests
+
+
 class Request:
     """A handle on one submitted generation: iterate it for `Delta`s (plain `for` or
     `async for`), or `cancel()` it. Its last Delta carries the finish_reason ("stop",
@@ -473,15 +486,9 @@ class Scheduler:
                     self, list(prompt), params, room, logprobs, echo, generate, adapter, json_mode
                 )
             )
-        with self._lock:
-            if self._closing:
-                raise SchedulerClosed("the server is shutting down", "retry later")
-            free = max(self.max_batch - len(self._running) - self._admitting, 0)
-            if len(self._waiting) + len(requests) > self.max_queue + free:
-                raise QueueFullError(len(self._waiting))
-            self._waiting.extend(requests)
-            self._wake.notify_all()
-        return requests
+        return enqueue(
+            self, requests, lambda: max(self.max_batch - len(self._running) - self._admitting, 0)
+        )
 
     def _cancel(self, request: Request) -> None:
         with self._lock:

@@ -29,6 +29,7 @@ from lmforge.explain.attribution import METHODS, Objective
 from lmforge.explain.config import ExplainConfig
 from lmforge.explain.inputs import check_text, fit_context, tokenize
 from lmforge.explain.logit_lens import logit_lens
+from lmforge.models.model import eos_ids
 
 
 @dataclass
@@ -87,14 +88,6 @@ def _eager_eval(hf):
         if before != "eager":
             hf.set_attn_implementation(before)
         hf.train(was_training)
-
-
-def _eos_ids(hf, tokenizer) -> set[int]:
-    ids: set[int] = set()
-    for source in (tokenizer, getattr(hf, "generation_config", None), hf.config):
-        value = getattr(source, "eos_token_id", None)
-        ids.update([value] if isinstance(value, int) else value or [])
-    return ids
 
 
 @torch.no_grad()
@@ -188,7 +181,7 @@ def explain(model, tokenizer=None, config: ExplainConfig | None = None, **option
         outputs: list[int] = []
         if target is None:  # explain the model's own greedy answer
             ids = fit_context(tok, tok.encode(prompt), config.max_new_tokens, context, notes)
-            outputs = greedy(hf, ids, config.max_new_tokens, _eos_ids(hf, tok))
+            outputs = greedy(hf, ids, config.max_new_tokens, eos_ids(tok, hf))
             if contrast is not None:  # compare texts: the answer is re-read as a target
                 target = tok.decode(outputs, skip_special_tokens=True)
                 if not target.strip():

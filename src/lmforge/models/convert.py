@@ -70,6 +70,8 @@ def import_model(
     """Convert `source` into the store artifact `name` (fp32 safetensors + tokenizer), atomically."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from lmforge.vision.vlm import is_vlm_folder, read_vlm
+
     store = store or Store()
     source = Path(source).expanduser().resolve()
     kind = formats.detect(source)
@@ -89,7 +91,10 @@ def import_model(
         timings = draft.meta["timings"]
         task = progress.add_task(f"reading {source.name} ({size / 1e6:.0f} MB)", total=3)
         t = time.perf_counter()
-        model, tokenizer = read_hf(source, kind)
+        if kind == "hf" and is_vlm_folder(source):  # the processor is saved as the tokenizer
+            model, tokenizer = read_vlm(source)
+        else:
+            model, tokenizer = read_hf(source, kind)
         timings["read_s"] = round(time.perf_counter() - t, 3)
         progress.update(task, advance=1, description="writing fp32 safetensors")
         t = time.perf_counter()

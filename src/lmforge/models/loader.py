@@ -89,6 +89,11 @@ def load(
         hf = AutoModelForCausalLM.from_pretrained(str(name_or_path), use_safetensors=True)
         return Model(hf.eval(), tok, dtype or "fp32", name=str(name_or_path), compile=compile)
     folder, name, artifact = resolve(name_or_path, store)
+    from lmforge.vision.vlm import load_if_vlm  # image-text-to-text: transformers' generate
+
+    vlm = load_if_vlm(folder, name, artifact, store or Store(), dtype, compile)
+    if vlm is not None:
+        return vlm
     if artifact is not None and artifact.kind == "adapter":
         from lmforge.tune.merge import apply_adapter
 

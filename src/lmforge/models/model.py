@@ -49,6 +49,18 @@ def check_messages(messages: Any) -> list[Message]:
     return messages
 
 
+def eos_ids(tokenizer, hf_model) -> frozenset[int]:
+    """Every token id that ends an answer: the tokenizer's, the generation config's, the model's."""
+    ids: set[int] = set()
+    for source in (tokenizer, getattr(hf_model, "generation_config", None), hf_model.config):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(v for v in value if isinstance(v, int))
+    return frozenset(ids)
+
+
 class Model:
     """A causal LM ready to generate. Build it with `lmforge.load`."""
 
@@ -83,24 +95,10 @@ class Model:
             from lmforge.engine.prefix import PrefixDecoder
 
             self.decoder = PrefixDecoder(self.decoder, prefix)
-        self.eos_ids = self._eos_ids()
+        self.eos_ids = eos_ids(tokenizer, hf_model)
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, dtype={self.dtype!r}, engine={type(self.decoder).__name__})"
-
-    def _eos_ids(self) -> frozenset[int]:
-        ids: set[int] = set()
-        for source in (
-            self.tokenizer,
-            getattr(self.hf_model, "generation_config", None),
-            self.hf_model.config,
-        ):
-            value = getattr(source, "eos_token_id", None)
-            if isinstance(value, int):
-                ids.add(value)
-            elif isinstance(value, list | tuple):
-                ids.update(v for v in value if isinstance(v, int))
-        return frozenset(ids)
 
     # -- prompts ---------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:

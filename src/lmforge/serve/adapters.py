@@ -45,7 +45,7 @@ class Adapters:
                 f"adapter {name} was tuned from {artifact.parent!r}, not the served {self.base!r}",
                 f"serve {artifact.parent} to use it",
             )
-        if not isinstance(self.model.decoder, NativeDecoder):
+        if not isinstance(getattr(self.model, "decoder", None), NativeDecoder):
             raise InvalidInputError(
                 "per-request adapters need the native engine without a prefix adapter",
                 "serve a Llama-family base model",

@@ -33,7 +33,7 @@ from lmforge.engine.scheduler import Request as Handle
 from lmforge.engine.scheduler import Scheduler
 from lmforge.errors import InvalidInputError
 from lmforge.serve import adapters as lora_routes
-from lmforge.serve import auth, embeddings, errors, explaining, guarding, webchat
+from lmforge.serve import auth, embeddings, errors, explaining, guarding, images, webchat
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.errors import APIError
 from lmforge.serve.metrics import CONTENT_TYPE, CountRequests, Metrics
@@ -50,6 +50,12 @@ def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str]
     `model: "NAME:ADAPTER"`, and `/admin/adapters` loads and unloads them at run time.
     """
     config = config or ServeConfig()
+    sees = getattr(model, "can_see", False)  # a vision-language model: one request at a time
+    if sees and adapters:
+        raise InvalidInputError(
+            "a vision-language model is served without per-request adapters",
+            "merge the adapter (lmforge merge ADAPTER --out NAME) and serve that",
+        )
     name = config.model_name or model.name or "lmforge"
     loras = lora_routes.Adapters(model, model.artifact.name if model.artifact else model.name)
     for adapter in adapters:
@@ -65,14 +71,21 @@ def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str]
         cached=lambda: scheduler.cached_tokens,
         guard=guard,
     )
-    scheduler = Scheduler.for_model(
-        model,
-        max_batch=config.max_batch,
-        max_queue=config.max_queue,
-        context=config.context,
-        prompt_cache_mb=config.prompt_cache_mb,
-        on_token=metrics.on_token,
-    )
+    if sees:
+        from lmforge.vision.scheduler import VisionScheduler
+
+        scheduler = VisionScheduler(
+            model, max_queue=config.max_queue, context=config.context, on_token=metrics.on_token
+        )
+    else:
+        scheduler = Scheduler.for_model(
+            model,
+            max_batch=config.max_batch,
+            max_queue=config.max_queue,
+            context=config.context,
+            prompt_cache_mb=config.prompt_cache_mb,
+            on_token=metrics.on_token,
+        )
     created = int(time.time())
 
     @lru_cache(maxsize=1 << 16)
@@ -168,8 +181,13 @@ def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str]
         max_tokens = body.max_completion_tokens or body.max_tokens
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         guarding.refuse_logprobs(guard, logprobs)
-        messages = await guarding.check_messages(guard, [m.plain() for m in body.messages])
-        prompt = model.chat_prompt(messages)
+        if sees:  # the processor places the images; the guard reads the text
+            checked = await guarding.check_messages(guard, [m.plain() for m in body.messages])
+            prompt = await images.vision_prompt(model, body.messages, checked)
+        else:
+            plain = await images.chat_messages(model, body.messages, config.image_ocr)
+            messages = await guarding.check_messages(guard, plain)
+            prompt = model.chat_prompt(messages)
         default = default_max_tokens(max_tokens, None)
         job = _Job(
             scheduler,
@@ -199,6 +217,8 @@ def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str]
                 if checked != text:
                     given[i] = checked
         prompts = [p if isinstance(p, list) else model.encode(p) for p in given]
+        if sees:
+            prompts = [images.text_prompt(p) for p in prompts]
         job = _Job(
             scheduler,
             body,
@@ -232,7 +252,7 @@ def serve(model, config: ServeConfig | None = None, adapters: Sequence[str] = ()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         log.addHandler(handler)
         print(f"guard: {config.guard}", flush=True)
-    if getattr(model.decoder, "compiled", False):  # compile now, not in the first request
+    if getattr(getattr(model, "decoder", None), "compiled", False):  # now, not in a request
         print("compiling the decode step (about a minute the first time) ...", flush=True)
         try:
             model.complete([model.encode("Hello")], max_tokens=4, temperature=0.0)

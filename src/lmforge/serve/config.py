@@ -68,6 +68,13 @@ class ServeConfig:
         default=False,
         metadata={"help": "Also serve POST /v1/embeddings with MiniLM (lmforge[embeddings])."},
     )
+    image_ocr: bool = field(
+        default=False,
+        metadata={
+            "help": "Answer image parts sent to a text-only model by reading the images as text "
+            "(OCR and a description, lmforge[vision]); off: such requests get 400 model_cannot_see."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_body_bytes"):

@@ -53,6 +53,13 @@ def install(app: FastAPI, model, read_json, check_model) -> None:
     @app.post("/v1/explain")
     async def explain_route(request: Request) -> dict:
         body = ExplainRequest.model_validate(await read_json(request))
+        if getattr(model, "can_see", False):
+            raise APIError(
+                400,
+                "explain runs on text-only models; this one is a vision-language model",
+                "model",
+                "unsupported",
+            )
         if check_model(body.model) is not None:
             raise APIError(
                 400, "explain runs on the base model, not on an adapter", "model", "unsupported"

@@ -125,15 +125,38 @@ class TextPart(_Strict):
     text: str
 
 
+class ImageURL(_Strict):
+    url: str  # only data: URLs are read (serve.images); the server never fetches a web URL
+    detail: Literal["auto", "low", "high"] | None = None  # accepted; changes nothing
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
 class Message(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    content: str | list[Part]
     name: str | None = None  # accepted; templates have no place for it
 
+    def images(self) -> list[ImagePart]:
+        return (
+            []
+            if isinstance(self.content, str)
+            else [p for p in self.content if isinstance(p, ImagePart)]
+        )
+
     def plain(self) -> dict[str, str]:
-        """{role, content} for the chat template ("developer" is the newer "system")."""
+        """{role, content} for the chat template ("developer" is the newer "system");
+        image parts are left out (serve.images turns them into text or refuses them)."""
         text = (
-            self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+            self.content
+            if isinstance(self.content, str)
+            else "".join(p.text for p in self.content if isinstance(p, TextPart))
         )
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 

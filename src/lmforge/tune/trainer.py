@@ -223,6 +223,12 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
         raise InvalidInputError(
             f"an artifact named {out!r} already exists", "choose another --out, or remove it"
         )
+    from lmforge.vision.vlm import is_vlm_folder
+
+    if is_vlm_folder(folder):  # image+text chat through the processor: a loop of its own
+        from lmforge.tune.vision import tune_vlm
+
+        return tune_vlm(folder, base_name, base_art, config, store, console)
     if config.data == "quickstart":  # the bundled fictional-product chat set
         from lmforge.tune.quickstart import write
 
