@@ -359,6 +359,11 @@ def eval_cmd(
         endpoint=endpoint,
         endpoint_model=models[0],
     )
+    from lmforge.vision.clip import is_clip_folder
+
+    if not endpoint and is_clip_folder(models[0]):  # a CLIP model: a zero-shot image task
+        _zero_shot_eval(models[0], suite, "a photo of a {}.", out)
+        return
     if endpoint:
         if not out:
             raise click.UsageError("with --endpoint, give --out FILE for the result")
@@ -870,7 +875,14 @@ def clip_search(folder, query, k, model_dir):
 @_TEMPLATE
 @click.option("--out", help="Result file [default: ./eval-TASK-MODEL.json].")
 def clip_eval(task, model_dir, template, out):
-    """Zero-shot accuracy on TASK, a JSONL of {"image": PATH, "label": TEXT} lines."""
+    """Zero-shot accuracy on TASK, a JSONL of {"image": PATH, "label": TEXT} lines.
+
+    `lmforge eval CLIP_FOLDER --suite TASK.jsonl` does the same.
+    """
+    _zero_shot_eval(model_dir, task, template, out)
+
+
+def _zero_shot_eval(model_dir, task, template, out) -> None:
     from pathlib import Path
 
     from lmforge.evaluate.runner import write_result

@@ -141,6 +141,13 @@ def test_zero_shot_eval_writes_a_result(clip, clip_dir, photos, tmp_path):
     acc = doc["tasks"]["colours"]["accuracy"]
     assert acc["n"] == 3 and 0 <= acc["acc"] <= 1 and doc["summary"]["acc"] == acc["acc"]
     assert len(doc["records"]) == 3
+    # the evaluation harness's own command takes the same task for a CLIP folder
+    again = tmp_path / "again.json"
+    result = CliRunner().invoke(
+        cli, ["eval", str(clip_dir), "--suite", str(task), "--out", str(again)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(again.read_text())["records"] == doc["records"]
 
 
 def test_cli_classify_and_search(clip_dir, photos):

@@ -30,6 +30,15 @@ def is_clip(config: dict) -> bool:
     return config.get("model_type") in CLIP_TYPES
 
 
+def is_clip_folder(folder: str | Path) -> bool:
+    """True when `folder/config.json` describes a CLIP-style dual encoder."""
+    path = Path(folder).expanduser() / "config.json"
+    try:
+        return path.is_file() and is_clip(json.loads(path.read_text()))
+    except (ValueError, UnicodeDecodeError):
+        return False  # formats.detect reports a broken config.json
+
+
 @dataclass
 class Hit:
     path: str
