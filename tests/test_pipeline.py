@@ -499,6 +499,7 @@ def test_quickstart_end_to_end_shortened(tmp_path, lmforge_home, capsys):
     steps["tuned"].update(epochs=1, max_steps=3, seq_len=128)
     short = write(tmp_path, yaml.safe_dump(doc, sort_keys=False), "quickstart.yaml")
     skip = shipped_skips(path)
+    assert skip == ()  # every step of the quickstart runs
     recipe = load_recipe(short, skip=skip)
     state = run(recipe)
     out = capsys.readouterr().out
@@ -510,7 +511,13 @@ def test_quickstart_end_to_end_shortened(tmp_path, lmforge_home, capsys):
     assert store.get("quickstart-tuned").kind == "adapter"
     assert store.get("quickstart-quantized").parent == "quickstart-merged"
     assert (store.get("quickstart-quantized").path / "evals" / "quickstart.json").is_file()
-    assert "card-tuned" in skip or (store.get("quickstart-tuned").path / "card.md").is_file()
+    assert (store.get("quickstart-tuned").path / "card.md").is_file()
+    assert {Path(f).name for f in state["compliance"]["files"]} == {"provider.md", "provider.json"}
+    report = Path(state["report"]["files"][0]).with_name("report.md").read_text()
+    assert "### Steps of the run `quickstart`" in report  # the run's own table is in it
+    assert "| eval-base | evaluate | done |" in report
+    section = report.split("## 8. Interpretability examples")[1].split("## 9.")[0]
+    assert "How full can the kettle be filled?" in section
     # a re-run does nothing but print the serve command
     assert [d.action for d in plan(recipe)] == ["cached"] * (len(recipe.steps) - 1) + ["run"]
     assert os.environ["LMFORGE_HOME"] == str(lmforge_home)

@@ -202,6 +202,10 @@ class ReportArgs:
     out: str | None = field(
         default=None, metadata={"help": "Folder [default: $LMFORGE_HOME/runs/RECIPE/STEP]."}
     )
+    explain: str | None = field(
+        default=None,
+        metadata={"help": "A prompt whose answer by the last model the report explains."},
+    )
 
 
 @register_step("report", args=ReportArgs, produces="files", needs="lmforge.report.comprehensive")
@@ -210,7 +214,13 @@ def report(call: StepCall) -> Output:
     from lmforge.report.comprehensive import write_report
 
     out = Path(call.args.out) if call.args.out else call.folder
-    paths = write_report(list(call.args.models), out)
+    run = call.folder.parent  # $LMFORGE_HOME/runs/RECIPE: the steps so far go in its table
+    paths = write_report(
+        list(call.args.models),
+        out,
+        run=run.name if (run / "state.json").is_file() else None,
+        explain_prompt=call.args.explain,
+    )
     return Output(files=list(paths.values()), value=str(out))
 
 
