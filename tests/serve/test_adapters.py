@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
@@ -65,10 +67,23 @@ def test_models_lists_base_and_loaded_adapters(served):
 
 def test_concurrent_mixed_adapters_equal_each_alone(served):
     names = ["tiny", "tiny:a", "tiny:b"] * 3
-    alone = {name: stream_text(served, name) for name in set(names)}
+    alone = {name: stream_text(served, name, max_tokens=24) for name in set(names)}
+    mixed, done = [0], threading.Event()
+
+    def watch() -> None:  # the most distinct adapters (None: the base) seen in one batch
+        while not done.is_set():
+            rows = list(served.scheduler._running)
+            mixed[0] = max(mixed[0], len({id(r.request.adapter) for r in rows}))
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     with ThreadPoolExecutor(len(names)) as pool:
-        together = list(pool.map(lambda n: stream_text(served, n), names))
+        together = list(pool.map(lambda n: stream_text(served, n, max_tokens=24), names))
+    done.set()
+    watcher.join()
     assert together == [alone[n] for n in names]
+    assert mixed[0] > 1  # rows of different adapters really shared a batch
     assert len(set(alone.values())) == 3  # each adapter changes the answer
 
 

@@ -238,3 +238,27 @@ def test_lmforge_serve_command(tiny_model_dir, lmforge_home):
         code, log = served.stop()
     assert code == 0
     assert "guard: injection=block" in log and "guard input block: injection" in log
+
+
+def test_stop_cuts_the_answer_before_the_stop_string(server):
+    def ask(stream: bool = False, **extra):
+        out = server.client.completions.create(
+            model="tiny", prompt="Paris is", max_tokens=12, temperature=0, stream=stream, **extra
+        )
+        if not stream:
+            return out.choices[0].text, out.choices[0].finish_reason
+        chunks = list(out)
+        return "".join(c.choices[0].text for c in chunks), chunks[-1].choices[0].finish_reason
+
+    text, reason = ask()
+    assert reason == "length"
+    stop = next(ch for ch in text[1:] if ch.isascii() and ch.isalnum())  # a piece of the answer
+    want = text[: text.index(stop)]
+    assert ask(stop=[stop]) == (want, "stop")
+    assert ask(stream=True, stop=[stop]) == (want, "stop")
+
+
+def test_the_openapi_document_lists_the_routes(server):
+    status, doc = server.raw("GET", "/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/models"} <= set(doc["paths"])
