@@ -69,17 +69,25 @@ def test_an_answer_with_a_phone_number_is_masked(guarded, stream):
     assert text == "Call me at [PHONE] today." and reason == "stop"
 
 
-def test_a_phone_number_in_the_prompt_is_masked_before_the_model_sees_it(guarded, talker):
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_phone_number_in_the_prompt_is_masked_before_the_model_sees_it(guarded, talker, stream):
     raw = [{"role": "user", "content": "My number is 415-555-0132, call me"}]
     masked = [{"role": "user", "content": "My number is [PHONE], call me"}]
     want = talker.complete([talker.chat_prompt(masked)], max_tokens=12)[0]
     unmasked = talker.complete([talker.chat_prompt(raw)], max_tokens=12)[0]
     assert want.token_ids != unmasked.token_ids  # the test can tell the two apart
     reply = guarded.client.chat.completions.create(
-        model="tiny", messages=raw, max_tokens=12, temperature=0
-    )
-    assert reply.usage.prompt_tokens == len(talker.chat_prompt(masked))
-    assert reply.choices[0].message.content == guarded_text(want.text)
+        model="tiny", messages=raw, max_tokens=12, temperature=0, stream=stream,
+        stream_options={"include_usage": True} if stream else None,
+    )  # fmt: skip
+    if stream:
+        chunks = list(reply)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        usage = chunks[-1].usage
+    else:
+        text, usage = reply.choices[0].message.content, reply.usage
+    assert usage.prompt_tokens == len(talker.chat_prompt(masked))
+    assert text == guarded_text(want.text)
 
 
 def guarded_text(text: str) -> str:
@@ -92,6 +100,8 @@ def test_an_injection_is_refused_and_the_server_keeps_serving(guarded):
     with pytest.raises(openai.BadRequestError) as refused:
         chat(guarded, [{"role": "user", "content": INJECTION}])
     assert refused.value.code == "guard_blocked"
+    with pytest.raises(openai.BadRequestError, match="guard refused"):  # before any stream
+        chat(guarded, [{"role": "user", "content": INJECTION}], stream=True)
     assert "guard refused the messages[0]" in refused.value.message
     assert "injection" in refused.value.message
     with pytest.raises(openai.BadRequestError, match="guard refused the prompt"):
