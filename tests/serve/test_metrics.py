@@ -41,6 +41,11 @@ def test_metrics_count_a_request_and_its_tokens(model):
         chat = 'lmforge_requests_total{route="/v1/chat/completions",status="%s"}'
         assert after[chat % 200] == 1 and after[chat % 404] == 1
         assert after['lmforge_requests_total{route="/metrics",status="200"}'] == 1
+        server.raw("POST", "/v1/explain", b"{}")  # 400: no prompt; counted under its route
+        server.raw("GET", "/ui/conversations?user=u")
+        again = scrape(server)
+        assert again['lmforge_requests_total{route="/v1/explain",status="400"}'] == 1
+        assert again['lmforge_requests_total{route="/ui",status="200"}'] == 1
         assert after["lmforge_generated_tokens_total"] == 5
         assert after["lmforge_time_to_first_token_seconds_count"] == 1
         assert after["lmforge_inter_token_latency_seconds_count"] == 4

@@ -15,7 +15,16 @@ from collections.abc import Callable
 # seconds; first-token times include queueing and prefill, token gaps one decode step
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
+ROUTES = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/v1/embeddings",
+    "/v1/explain",
+    "/health",
+    "/metrics",
+)
+PREFIXES = {"/v1/models/": "/v1/models/{id}", "/admin/": "/admin", "/ui/": "/ui"}
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -121,11 +130,13 @@ class Metrics:
 
 
 def route_of(path: str) -> str:
-    """A bounded route label: the served routes, `/v1/models/{id}`, or "other"."""
+    """A bounded route label: a served route, a family (`/v1/models/{id}`, `/admin`, `/ui`),
+    or "other" (the page, unknown paths)."""
     if path in ROUTES:
         return path
-    if path.startswith("/v1/models/"):
-        return "/v1/models/{id}"
+    for prefix, label in PREFIXES.items():
+        if path.startswith(prefix):
+            return label
     return "other"
 
 
