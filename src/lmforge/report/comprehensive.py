@@ -238,12 +238,18 @@ def _guard(ev: Evidence, measure: bool) -> dict[str, Any]:
 
 
 def _explain(name: str, prompt: str, folder: Path) -> Path:
-    """Explain `name`'s answer to `prompt` (input × gradient, 8 tokens) into `folder`."""
+    """Explain `name`'s answer to `prompt` (input × gradient, 12 tokens) into `folder`.
+
+    A chat model is asked as it is used: the prompt is its user turn, under its template.
+    """
     from lmforge.explain import ExplainConfig, explain, write_explanation
     from lmforge.models.loader import load
 
-    config = ExplainConfig(prompt=prompt, method="input_x_gradient", max_new_tokens=8)
-    return write_explanation(explain(load(name), config=config.validate()), folder)["json"]
+    model = load(name)
+    if getattr(model.tokenizer, "chat_template", None):
+        prompt = model.tokenizer.decode(model.chat_prompt([{"role": "user", "content": prompt}]))
+    config = ExplainConfig(prompt=prompt, method="input_x_gradient", max_new_tokens=12)
+    return write_explanation(explain(model, config=config.validate()), folder)["json"]
 
 
 def _charts(context: dict[str, Any], ev: Evidence) -> dict[str, dict[str, Any]]:
