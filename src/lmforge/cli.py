@@ -232,6 +232,12 @@ def _stream_out(deltas, stats: bool) -> str:
     type=click.Path(exists=True, dir_okay=False),
     help="A file of keys, one a line (or sha256:HEX digests).",
 )
+@click.option(
+    "--admin-key",
+    "admin_keys",
+    multiple=True,
+    help="A key for /admin/* (adapter load, unload, swap); client keys then get 403 there.",
+)
 @click.option("--rate-limit", type=int, help="Requests per minute per key; more get 429.")
 @click.option("--max-tokens-limit", type=int, help="Most max_tokens a request may ask for.")
 @click.option(
@@ -277,7 +283,7 @@ def _stream_out(deltas, stats: bool) -> str:
     is_flag=True,
     help="Compile the single-row decode step (fp32/int8/int4; ~1 min once, then faster).",
 )
-def serve_cmd(model, dtype, api_keys, api_keys_file, adapters, compile_, **flags):
+def serve_cmd(model, dtype, api_keys, api_keys_file, admin_keys, adapters, compile_, **flags):
     """Serve MODEL (default: the embedded model) over an OpenAI-compatible HTTP API.
 
     POST /v1/chat/completions and /v1/completions (SSE with "stream": true), GET /v1/models,
@@ -289,6 +295,7 @@ def serve_cmd(model, dtype, api_keys, api_keys_file, adapters, compile_, **flags
     from lmforge.serve.config import ServeConfig
 
     flags["api_key_hashes"] = read_keys(api_keys, [api_keys_file] if api_keys_file else [])
+    flags["admin_key_hashes"] = read_keys(admin_keys)
     config = ServeConfig(**{k: v for k, v in flags.items() if v is not None})  # check, then load
     serve(_load(model, dtype, compile_), config, adapters)
 

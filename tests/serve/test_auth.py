@@ -195,3 +195,40 @@ def test_keys_file_and_config_checks(tmp_path):
         ServeConfig(max_tokens_limit=0)
     with pytest.raises(InvalidInputError):
         read_keys([" "])
+
+
+@pytest.mark.parametrize("with_client_keys", [True, False])
+def test_an_admin_key_alone_manages_adapters(model, with_client_keys):
+    config = ServeConfig(
+        api_key_hashes=read_keys(KEYS) if with_client_keys else (),
+        admin_key_hashes=read_keys(["sk-admin-77"]),
+    )
+    server = Server(create_app(model, config))
+    body = json.dumps({"name": "no-such-adapter"}).encode()
+
+    def admin(key: str | None) -> tuple[int, dict]:
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        status, _, out = request(server, "POST", "/admin/adapters", body, headers)
+        return status, out["error"]
+
+    try:
+        assert admin(None)[0] == 401
+        assert admin("sk-wrong")[0] == 401
+        status, error = admin(KEYS[0])
+        if with_client_keys:  # a client's key is known, but may not manage adapters
+            assert status == 403 and error["code"] == "permission_denied"
+        else:
+            assert status == 401
+        status, error = admin("sk-admin-77")  # past the key check: the adapter is unknown
+        assert status == 404 and error["code"] != "invalid_api_key"
+        # the admin key also works as a client key; without client keys, the API is open
+        assert client(server, "sk-admin-77").models.list().data
+        if with_client_keys:
+            with pytest.raises(openai.AuthenticationError):
+                client(server, "sk-wrong").models.list()
+        else:
+            assert client(server, "anything").models.list().data
+    finally:
+        server.stop()

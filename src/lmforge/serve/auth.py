@@ -3,7 +3,8 @@
 Keys are held only as SHA-256 digests (`hash_key`); a request's key is hashed and compared
 with each of them in constant time. When any key is set, every route but the open ones
 (`/` the chat page, `/health`, `/metrics`) needs `Authorization: Bearer KEY`; a missing or
-wrong key gets 401 `invalid_api_key`, a key over its rate (a token bucket of `rate_limit`
+wrong key gets 401 `invalid_api_key` (`/admin/*` takes only an admin key when some are set:
+a client key gets 403), a key over its rate (a token bucket of `rate_limit`
 requests a minute, refilled continuously) 429 with Retry-After, both as OpenAI answers them.
 Everything here is pure ASGI middleware, so streaming and disconnect detection pass through.
 
@@ -63,8 +64,13 @@ def install(app, config: ServeConfig) -> None:
     from fastapi.middleware.cors import CORSMiddleware
 
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
-    if config.api_key_hashes:
-        app.add_middleware(KeyCheck, digests=config.api_key_hashes, per_minute=config.rate_limit)
+    if config.api_key_hashes or config.admin_key_hashes:
+        app.add_middleware(
+            KeyCheck,
+            digests=config.api_key_hashes,
+            per_minute=config.rate_limit,
+            admin=config.admin_key_hashes,
+        )
     if config.cors_origins:  # added last: outermost, so preflights need no key
         app.add_middleware(
             CORSMiddleware,
@@ -118,32 +124,55 @@ class TokenBucket:
 
 
 class KeyCheck:
-    """ASGI middleware: `Authorization: Bearer KEY` with a known key, within its rate."""
+    """ASGI middleware: `Authorization: Bearer KEY` with a known key, within its rate.
 
-    def __init__(self, app, digests: tuple[str, ...], per_minute: int | None = None):
-        self.app, self.digests = app, tuple(digests)
+    `admin`: digests of the keys for `/admin/*`; when given, only they open those routes (a
+    client key gets 403) and they open every other route too. With no client `digests`,
+    only the admin routes need a key.
+    """
+
+    def __init__(
+        self,
+        app,
+        digests: tuple[str, ...],
+        per_minute: int | None = None,
+        admin: tuple[str, ...] = (),
+    ):
+        self.app, self.digests, self.admin = app, tuple(digests), tuple(admin)
         self.bucket = TokenBucket(per_minute) if per_minute else None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
-        error = self.refusal(dict(scope["headers"]).get(b"authorization", b""))
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        if self.admin and scope["path"].startswith("/admin/"):
+            error = self.refusal(header, self.admin, admin=True)
+        elif self.digests:
+            error = self.refusal(header, self.digests + self.admin)
+        else:
+            error = None
         if error is not None:
             return await error.response()(scope, receive, send)
         await self.app(scope, receive, send)
 
-    def refusal(self, header: bytes) -> APIError | None:
-        """None if the header carries a known key within its rate, else the error to send."""
+    def refusal(
+        self, header: bytes, digests: tuple[str, ...], admin: bool = False
+    ) -> APIError | None:
+        """None if the header carries one of `digests` within its rate, else the error."""
         scheme, _, key = header.decode("latin-1").strip().partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             return _unauthorized(
                 "no API key given: send the header 'Authorization: Bearer YOUR_KEY'"
             )
         digest = hash_key(key.strip())
-        known = False
-        for stored in self.digests:  # every one, so the time taken does not tell which matched
-            known |= hmac.compare_digest(digest, stored)
-        if not known:
+        if not _known(digest, digests):
+            if admin and _known(digest, self.digests):
+                return APIError(
+                    403,
+                    "this API key may not manage adapters: /admin/ needs an admin key",
+                    code="permission_denied",
+                    type="permission_error",
+                )
             return _unauthorized("incorrect API key provided")
         wait = self.bucket.take(digest) if self.bucket else 0.0
         if wait:
@@ -156,6 +185,13 @@ class KeyCheck:
                 headers={"Retry-After": str(math.ceil(wait))},
             )
         return None
+
+
+def _known(digest: str, digests: tuple[str, ...]) -> bool:
+    known = False
+    for stored in digests:  # every one, so the time taken does not tell which matched
+        known |= hmac.compare_digest(digest, stored)
+    return known
 
 
 def _unauthorized(message: str) -> APIError:

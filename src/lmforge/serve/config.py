@@ -38,6 +38,13 @@ class ServeConfig:
             "no key needed. The keys themselves are never kept."
         },
     )
+    admin_key_hashes: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "SHA-256 hex digests of the keys that may call /admin/* (load, unload, "
+            "swap adapters); when set, a client key gets 403 there [default: any client key]."
+        },
+    )
     rate_limit: int | None = field(
         default=None,
         metadata={"help": "Requests per minute per API key; more get 429 [default: no limit]."},
@@ -99,13 +106,15 @@ class ServeConfig:
             if value is not None and value < 1:
                 raise InvalidInputError(f"invalid {name}={value}", "must be >= 1")
         self.api_key_hashes = tuple(self.api_key_hashes)
+        self.admin_key_hashes = tuple(self.admin_key_hashes)
         self.cors_origins = tuple(self.cors_origins)
-        for digest in self.api_key_hashes:
-            if not (len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
-                raise InvalidInputError(
-                    "api_key_hashes holds something that is not a SHA-256 hex digest",
-                    "pass keys through lmforge.serve.auth.hash_key, never the keys themselves",
-                )
+        for name in ("api_key_hashes", "admin_key_hashes"):
+            for digest in getattr(self, name):
+                if not (len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+                    raise InvalidInputError(
+                        f"{name} holds something that is not a SHA-256 hex digest",
+                        "pass keys through lmforge.serve.auth.hash_key, never the keys themselves",
+                    )
         if self.rate_limit is not None and not self.api_key_hashes:
             raise InvalidInputError(
                 "a rate limit is counted per API key, and no key is set", "add --api-key KEY"
