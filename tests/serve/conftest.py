@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from live_server import BODY_LIMIT, Server
@@ -35,3 +37,16 @@ def server(model):
     server = Server(create_app(model, ServeConfig(max_body_bytes=BODY_LIMIT)))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium (scripts/setup.sh installs it) driven by Playwright; a missing one
+    fails loudly (`playwright install` cannot download its own browser here)."""
+    from playwright import sync_api
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield browser
+        browser.close()

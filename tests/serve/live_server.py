@@ -96,3 +96,18 @@ class ServeProcess:
         self.process.send_signal(signal.SIGINT)
         code = self.process.wait(timeout=30)
         return code, self.process.stdout.read().decode()
+
+
+def open_chat(browser, url: str, timeout_ms: int = 20_000):
+    """A new page of the web chat at `url`, loaded and ready."""
+    page = browser.new_page()
+    page.set_default_timeout(timeout_ms)
+    page.goto(url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    return page
+
+
+def attach_png(page, name: str, data: bytes) -> None:
+    """Pick a PNG with the web chat's Image button and wait for its thumbnail."""
+    page.set_input_files("#attach-file", {"name": name, "mimeType": "image/png", "buffer": data})
+    page.wait_for_selector("#attachment:not([hidden]) #thumb[src^='data:image/png']")

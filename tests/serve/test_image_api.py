@@ -6,16 +6,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 
 import openai
 import pytest
-from live_server import BODY_LIMIT, Server
-from playwright import sync_api
+from live_server import BODY_LIMIT, Server, attach_png, open_chat
 
 from lmforge.serve import ServeConfig, create_app
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def png(text: str = "", size=(160, 60)) -> bytes:
@@ -106,28 +102,18 @@ def test_ocr_bad_images_are_400(ocr_server):
     assert ocr_server.client.models.list().data  # still serving
 
 
-def test_webchat_attaches_an_image(server):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(server.url + "/")
-            page.wait_for_selector("body[data-ready='1']")
-            page.set_input_files(
-                "#attach-file", {"name": "note.png", "mimeType": "image/png", "buffer": png("hi")}
-            )
-            page.wait_for_selector("#attachment:not([hidden]) #thumb[src^='data:image/png']")
-            page.fill("#prompt", "What does it say?")
-            page.click("#send")
-            error = page.wait_for_selector(".msg.error")
-            assert "cannot see images" in error.inner_text()
-            assert page.locator(".msg.user img.thumb").count() == 1  # the sent image is shown
-            assert page.is_hidden("#attachment")  # cleared once sent
-            # the conversation goes on in text
-            page.fill("#max-tokens", "3")
-            page.fill("#prompt", "Hello")
-            page.click("#send")
-            page.wait_for_selector(".msg.assistant.done >> nth=1")
-        finally:
-            browser.close()
+def test_webchat_attaches_an_image(server, browser):
+    page = open_chat(browser, server.url)
+    attach_png(page, "note.png", png("hi"))
+    page.fill("#prompt", "What does it say?")
+    page.click("#send")
+    error = page.wait_for_selector(".msg.error")
+    assert "cannot see images" in error.inner_text()
+    assert page.locator(".msg.user img.thumb").count() == 1  # the sent image is shown
+    assert page.is_hidden("#attachment")  # cleared once sent
+    # the conversation goes on in text
+    page.fill("#max-tokens", "3")
+    page.fill("#prompt", "Hello")
+    page.click("#send")
+    page.wait_for_selector(".msg.assistant.done >> nth=1")
+    page.close()

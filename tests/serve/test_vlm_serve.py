@@ -6,19 +6,15 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 import threading
 
 import openai
 import pytest
-from live_server import BODY_LIMIT, ServeProcess, Server, wait_until
-from playwright import sync_api
+from live_server import BODY_LIMIT, ServeProcess, Server, attach_png, open_chat, wait_until
 
 import lmforge
 from lmforge.errors import InvalidInputError
 from lmforge.serve import ServeConfig, create_app
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def png(colour: tuple[int, int, int], size=(40, 30)) -> bytes:
@@ -163,30 +159,20 @@ def test_adapters_are_refused_for_a_vlm(vlm):
         create_app(vlm, adapters=["some-adapter"])
 
 
-def test_the_web_chat_sends_an_image_to_a_vlm(vlm_server):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(vlm_server.url + "/")
-            page.wait_for_selector("body[data-ready='1']")
-            page.set_input_files(
-                "#attach-file", {"name": "red.png", "mimeType": "image/png", "buffer": png((220, 20, 20))}
-            )  # fmt: skip
-            page.wait_for_selector("#attachment:not([hidden]) #thumb[src^='data:image/png']")
-            page.fill("#max-tokens", "6")
-            page.fill("#temperature", "0")
-            page.fill("#prompt", "What colour is this?")
-            page.click("#send")
-            page.wait_for_selector(".msg.assistant.done")
-            assert page.locator(".msg.error").count() == 0
-            assert page.locator(".msg.user img.thumb").count() == 1
-            shown = page.locator(".msg.assistant .text").first.inner_text()
-            served = answer(vlm_server, ask(RED)).choices[0].message.content
-            assert shown.strip() == served.strip()
-        finally:
-            browser.close()
+def test_the_web_chat_sends_an_image_to_a_vlm(vlm_server, browser):
+    page = open_chat(browser, vlm_server.url)
+    attach_png(page, "red.png", png((220, 20, 20)))
+    page.fill("#max-tokens", "6")
+    page.fill("#temperature", "0")
+    page.fill("#prompt", "What colour is this?")
+    page.click("#send")
+    page.wait_for_selector(".msg.assistant.done")
+    assert page.locator(".msg.error").count() == 0
+    assert page.locator(".msg.user img.thumb").count() == 1
+    shown = page.locator(".msg.assistant .text").first.inner_text()
+    served = answer(vlm_server, ask(RED)).choices[0].message.content
+    assert shown.strip() == served.strip()
+    page.close()
 
 
 def test_the_queue_is_bounded(vlm):

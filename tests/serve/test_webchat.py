@@ -4,22 +4,17 @@ uvicorn server on 127.0.0.1 with a tiny model (`playwright install` is never nee
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.request
 
 import pytest
 import torch
 from live_server import Server, wait_until
-from playwright import sync_api
 
 from lmforge.cli import main
 from lmforge.explain.render import shown
 from lmforge.models.model import Model
 from lmforge.serve import ServeConfig, create_app
 from lmforge.serve.feedback import FeedbackStore
-
-# Debian's chromium, which scripts/setup.sh installs; a missing one fails the test loudly.
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +38,6 @@ def server(chat_model, tmp_path_factory):
     yield server
     server.stop()
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def post(server, path: str, body: dict) -> dict:
