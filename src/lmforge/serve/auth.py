@@ -139,6 +139,7 @@ class KeyCheck:
         admin: tuple[str, ...] = (),
     ):
         self.app, self.digests, self.admin = app, tuple(digests), tuple(admin)
+        self.anyone = self.digests + self.admin  # keys of the other routes
         self.bucket = TokenBucket(per_minute) if per_minute else None
 
     async def __call__(self, scope, receive, send) -> None:
@@ -148,7 +149,7 @@ class KeyCheck:
         if self.admin and scope["path"].startswith("/admin/"):
             error = self.refusal(header, self.admin, admin=True)
         elif self.digests:
-            error = self.refusal(header, self.digests + self.admin)
+            error = self.refusal(header, self.anyone)
         else:
             error = None
         if error is not None:

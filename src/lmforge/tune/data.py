@@ -192,26 +192,24 @@ def _check_tokenizer(tokenizer, fmt: str, path: Path) -> None:
 
 def _records(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, record) for every non-blank line (JSONL) or paragraph (.txt)."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise InvalidInputError(
-            f"{path}:{line}: not UTF-8 text", "save the file as UTF-8"
-        ) from None
-    lines = text.splitlines()
-    if path.suffix == ".txt":  # paragraphs separated by blank lines; a record's line is its first
-        start, para = 0, []
-        for number, line in enumerate([*lines, ""], start=1):
-            if line.strip():
-                start = start if para else number
-                para.append(line)
-            elif para:
-                yield start, {"text": "\n".join(para)}
-                para = []
+    if path.suffix != ".txt":
+        yield from read_jsonl(path, _FIX_FORMAT)
         return
-    for number, line in enumerate(lines, start=1):
+    # paragraphs separated by blank lines; a record's line is its first
+    start, para = 0, []
+    for number, line in enumerate([*_text(path).splitlines(), ""], start=1):
+        if line.strip():
+            start = start if para else number
+            para.append(line)
+        elif para:
+            yield start, {"text": "\n".join(para)}
+            para = []
+
+
+def read_jsonl(path: Path, fix: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSONL file; a line that is not
+    a JSON object is one error naming the file and line, with `fix` as what to do."""
+    for number, line in enumerate(_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -219,13 +217,24 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
             raise InvalidInputError(
-                f"{where}: not valid JSON ({err.msg} at column {err.colno})", _FIX_FORMAT
+                f"{where}: not valid JSON ({err.msg} at column {err.colno})", fix
             ) from None
         if not isinstance(obj, dict):
             raise InvalidInputError(
-                f"{where}: expected a JSON object, got {type(obj).__name__}", _FIX_FORMAT
+                f"{where}: expected a JSON object, got {type(obj).__name__}", fix
             )
         yield number, obj
+
+
+def _text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise InvalidInputError(
+            f"{path}:{line}: not UTF-8 text", "save the file as UTF-8"
+        ) from None
 
 
 def _classify(obj: dict, where: str) -> str:

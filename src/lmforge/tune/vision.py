@@ -16,7 +16,6 @@ Only the last (assistant) turn is supervised. Each batch goes through the model'
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -35,23 +34,17 @@ LANGUAGE = ("language_model", "text_model")  # where VLMs keep their decoder
 
 def read_rows(path: str | Path) -> list[tuple[list[dict], list]]:
     """(messages in the processor's format, their images) for every JSONL line; checked."""
+    from lmforge.tune.data import read_jsonl
     from lmforge.vision.vlm import prepare
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise InvalidInputError(f"no data file {path}", "pass --data FILE.jsonl")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, obj in read_jsonl(path, 'one {"messages": [...]} object a line'):
         where = f"{path}:{n}"
         try:
-            obj = json.loads(line)
-        except ValueError as e:
-            raise InvalidInputError(f"{where} is not JSON ({e})", "one JSON object a line") from e
-        messages = obj.get("messages") if isinstance(obj, dict) else None
-        try:
-            chat, images = prepare(messages, base=path.parent)
+            chat, images = prepare(obj.get("messages"), base=path.parent)
         except LmforgeError as e:
             raise InvalidInputError(f"{where}: {e.problem}", e.fix) from e
         if chat[-1]["role"] != "assistant" or len(chat) < 2:

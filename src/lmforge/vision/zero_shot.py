@@ -12,7 +12,6 @@ because the evaluator is built around a language model's log-likelihoods and gen
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,21 +24,11 @@ def read_task(path: str | Path) -> list[dict]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise NotFoundError(f"no task file {path}", "pass a JSONL file of {image, label} lines")
+    from lmforge.tune.data import read_jsonl
+
     items = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise InvalidInputError(
-                f"{path}:{n} is not JSON ({e})", "one JSON object a line"
-            ) from e
-        if (
-            not isinstance(row, dict)
-            or not isinstance(row.get("image"), str)
-            or not isinstance(row.get("label"), str)
-        ):
+    for n, row in read_jsonl(path, '{"image": "a.png", "label": "cat"} a line'):
+        if not isinstance(row.get("image"), str) or not isinstance(row.get("label"), str):
             raise InvalidInputError(
                 f"{path}:{n} needs a string image and label", '{"image": "a.png", "label": "cat"}'
             )
