@@ -91,6 +91,42 @@ def test_mixed_batch_equals_each_alone(base, adapters, tiny_tokenizer, dtype):
     assert by_adapter["a"] != by_adapter["b"]  # the adapters act
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_a_row_gets_the_same_logits_bits_alone_and_in_any_batch(base, adapters, dtype):
+    """Quantized layers, the int8 head, per-row adapter deltas and windowed decode attention
+    round a row the same way whatever shares its batch: the logits are equal bit for bit, for
+    rows of the base and of two adapters, on either side of an attention window edge."""
+    dec = NativeDecoder(base, dtype)
+    loaded = {n: LoraAdapter.read(folder, dec, n) for n, (_, folder) in adapters.items()}
+    gen = torch.Generator().manual_seed(0)
+    lengths = [3, 62, 63, 64, 65, 100, 2, 130, 9]  # 63 + 1 fills a window of 64 exactly
+    rows = [None if k % 3 == 0 else loaded["ab"[k % 3 - 1]] for k in range(len(lengths))]
+    cache = dec.new_slot_cache(len(lengths), 256)
+    for length, adapter in zip(lengths, rows, strict=True):
+        row = cache.add()
+        cache.reserve(length)
+        ids = torch.randint(0, base.config.vocab_size, (1, length), generator=gen)
+        dec.forward(ids, cache.row(row), adapters=[adapter])
+    for _ in range(3):
+        tokens = torch.randint(0, base.config.vocab_size, (len(lengths),), generator=gen)
+        alone = []
+        for r, adapter in enumerate(rows):  # row r copied into a cache of its own
+            own, n = dec.new_slot_cache(1, 256), cache.lengths[r]
+            own.add()
+            own.reserve(n + 1)
+            for layer in range(len(own.k)):
+                own.k[layer][0, :, :n] = cache.k[layer][r, :, :n]
+                own.v[layer][0, :, :n] = cache.v[layer][r, :, :n]
+            own.lengths[0] = n
+            alone.append(dec.forward(tokens[r].view(1, 1), own.row(0), adapters=[adapter]))
+        cache.reserve(cache.pos + 1)
+        together = dec.forward(
+            tokens[:, None], cache, cache.positions(1), attn_mask=cache.attention_mask(1),
+            adapters=rows,
+        )  # fmt: skip
+        assert torch.equal(together, torch.cat(alone))
+
+
 @pytest.mark.parametrize("kind", ["dora", "ia3", "prompt"])
 def test_refuses_adapters_without_a_per_row_delta(base, model_factory, tiny_tokenizer, tmp_path,
                                                    kind):  # fmt: skip

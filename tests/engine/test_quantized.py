@@ -134,3 +134,35 @@ def test_int4_runs_when_out_features_is_not_a_multiple_of_16(build_model):
     decoder = NativeDecoder(model, "int4")
     logits = decoder.forward(torch.tensor([[1, 2, 3]]), decoder.new_cache(1, 3))
     assert logits.shape == (1, 360)
+
+
+def test_int8_head_multiplies_in_exact_integers_or_falls_back():
+    """With VNNI the head is int8 x int8: per row, round(x / s) with s = max|x| / 127, the
+    integer products summed exactly, then scaled; the same bits for a row in any batch.
+    Without it (products would saturate) the head stays weight-only."""
+    from lmforge.engine.quant_linear import (
+        Int8DynamicLinear,
+        QuantizedWeight,
+        exact_int8_products,
+        head_linear,
+    )
+
+    gen = torch.Generator().manual_seed(0)
+    qw = QuantizedWeight.int8(torch.randn(300, 96, generator=gen))
+    head = head_linear(qw, None)
+    if not exact_int8_products():
+        assert isinstance(head, Int8Linear)
+        return
+    assert isinstance(head, Int8DynamicLinear)
+    x = torch.randn(5, 96, generator=gen) * 4
+    x[2, 7] = 40.0  # an outlier sets that row's scale alone
+    s = x.abs().amax(-1, keepdim=True) / 127
+    xq = torch.round(x / s).long()
+    exact = (xq @ qw.q.long().T).double()  # integer sums, exact
+    want = exact * qw.scale.double() * s.double()
+    y = head(x)
+    torch.testing.assert_close(y.double(), want, rtol=1e-6, atol=1e-6)
+    assert torch.equal(torch.cat([head(x[i : i + 1]) for i in range(5)]), y)
+    # and close to the float product (the int8 rounding of the activations aside)
+    rel = (y - x @ qw.dequantize().T).norm() / y.norm()
+    assert rel < 0.02

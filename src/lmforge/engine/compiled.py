@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lmforge.engine.quant_linear import DenseLinear, Int4Linear, Int8Linear
+from lmforge.engine.quant_linear import Int4Linear, Int8DynamicLinear, Int8Linear, Linear
 
 COMPILABLE = ("fp32", "int8", "int4")
 
@@ -55,11 +55,14 @@ class CompiledStep(nn.Module):
         self.register_buffer("norm", dec.norm)
         self._add("lm", dec.lm_head)
 
-    def _add(self, name: str, lin: DenseLinear | Int8Linear | Int4Linear) -> None:
-        if isinstance(lin, Int8Linear):
+    def _add(self, name: str, lin: Linear) -> None:
+        if isinstance(lin, Int8Linear | Int8DynamicLinear):
+            # an int8 x int8 head runs here as weight-only int8, which inductor fuses: 1.3 ms
+            # a token faster at one row (the compiled step is not bit-equal to the eager
+            # batched one anyway: fused norms, its own attention)
             self.kinds[name] = "int8"
             self.register_buffer(name + "_w", lin.qweight)
-            self.register_buffer(name + "_s", lin.scale)
+            self.register_buffer(name + "_s", lin.scale.to(torch.bfloat16))
         elif isinstance(lin, Int4Linear):
             self.kinds[name] = "int4"
             self.register_buffer(name + "_w", lin.packed)
@@ -106,7 +109,7 @@ class CompiledStep(nn.Module):
             )
             x = x + self.lin(f"o{i}", attn.transpose(1, 2).reshape(1, 1, H * hd))
             h = F.rms_norm(x, (x.shape[-1],), getattr(self, f"ln2_{i}"), self.eps)
-            gate, up = self.lin(f"gu{i}", h).chunk(2, dim=-1)
+            gate, up = self.lin(f"gu{i}", h).to(x.dtype).chunk(2, dim=-1)
             x = x + self.lin(f"down{i}", F.silu(gate) * up)
         x = F.rms_norm(x[:, -1], (x.shape[-1],), self.norm, self.eps)
         return self.lin("lm", x).float()

@@ -32,15 +32,21 @@ class KVCache:
         self.padded = False  # set when key_valid has any False (left padding)
         self.pos = 0  # number of positions filled
 
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[2]
+
     def write(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, window: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, n_kv, T, hd) at the current position; return the filled prefix."""
+        """Store k, v (B, n_kv, T, hd) at the current position; return the filled prefix, or
+        the first `window` positions when that is longer (the caller masks the rest)."""
         end = self.pos + k.shape[2]
         if end > self.max_len:
             raise RuntimeError(f"KV cache full: {end} > {self.max_len} positions")
         self.k[layer][:, :, self.pos : end] = k
         self.v[layer][:, :, self.pos : end] = v
+        end = max(end, window)
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def prefill(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -185,9 +191,10 @@ class SlotCache:
         return (k_pos <= self.positions(T)[..., None])[:, None]
 
     def write(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, window: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (n, n_kv, T, hd), row b at lengths[b]; return the window [:n, :, :pos+T]."""
+        """Store k, v (n, n_kv, T, hd), row b at lengths[b]; return the window [:n, :, :pos+T],
+        or [:n, :, :window] when that is longer (the caller masks the rest)."""
         n, T = k.shape[0], k.shape[2]
         end = self.pos + T
         if end > self.capacity:
@@ -197,6 +204,7 @@ class SlotCache:
         # indexing (rows, :, cols) addresses (n, T, n_kv, hd)
         self.k[layer][rows, :, cols] = k.transpose(1, 2)
         self.v[layer][rows, :, cols] = v.transpose(1, 2)
+        end = max(end, window)
         return self.k[layer][:n, :, :end], self.v[layer][:n, :, :end]
 
     def advance(self, n: int) -> None:

@@ -178,9 +178,19 @@ class LoraBatch:
             delta = adapter.deltas[layer].get(kind)
             if delta is None:
                 continue
-            A, B = delta
             if rows is None:
-                y = y + (x @ A.T) @ B.T
+                y = y + _row_delta(x, *delta)
             else:  # (R, T, in) -> (R, T, out), added back at those rows
-                y = y.index_add(0, rows, (x.index_select(0, rows) @ A.T) @ B.T)
+                y = y.index_add(0, rows, _row_delta(x.index_select(0, rows), *delta))
         return y
+
+
+def _row_delta(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """(x A^T) B^T for x (R, T, in), one (1, in) product per token: a single matrix product
+    over all rows rounds a row differently with the number of rows (~4e-7 in fp32), and an
+    int8/int4 model's bf16 or int8 activations can turn that into a different token. Batched
+    products of one row each give every row the bits it gets alone; 77 against 29 us at 16 rows
+    for a 576 -> 16 -> 3072 delta on 2 EPYC cores."""
+    n = x.shape[0] * x.shape[1]
+    h = torch.bmm(x.reshape(n, 1, -1), A.T.expand(n, *A.T.shape))
+    return torch.bmm(h, B.T.expand(n, *B.T.shape)).view(*x.shape[:-1], -1)

@@ -175,6 +175,71 @@ class Int8Linear:
         return self.qweight.numel() + self.scale.numel() * 2
 
 
+class Int8DynamicLinear:
+    """int8 weights (one scale per output channel) times int8 activations (one scale per row,
+    taken from each row as it comes), multiplied in integers by oneDNN's prepacked u8s8 kernel.
+
+    Used for the LM head of int8/int4 models on CPUs with VNNI. The products are exact
+    integers, so a row's logits are the same bits in any batch: batching keeps greedy outputs.
+    Measured on 2 EPYC cores, 49152x576 (SmolLM2's head), 4 heads streamed in turn: 1.06 ms
+    at 1 row and 1.86 ms at 16 rows, against 1.95 and 12.7 ms for `_weight_int8pack_mm`
+    (bf16 activations). Accuracy on the core suite: int4 with this head 0.559, with the
+    weight-only head 0.554, fp32 0.562.
+    """
+
+    ZERO_POINT = 128  # activations: round(x / s) in [-127, 127], stored as uint8 + 128
+
+    def __init__(self, weight: torch.Tensor | QuantizedWeight, bias: torch.Tensor | None):
+        qw = weight if isinstance(weight, QuantizedWeight) else QuantizedWeight.int8(weight)
+        self.qweight = qw.q
+        self.scale = qw.scale.float()  # bf16 -> fp32 is exact
+        self.out_features = qw.q.shape[0]
+        self.packed = torch.ops.onednn.qlinear_prepack(qw.q, None)
+        self._zeros = torch.zeros(self.out_features, dtype=torch.long)
+        self.bias = None if bias is None else bias.detach().float()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.float().reshape(-1, shape[-1])
+        s = x.abs().amax(-1, keepdim=True).clamp(min=1e-30) / 127.0
+        xq = (torch.round(x / s).clamp(-127, 127) + self.ZERO_POINT).to(torch.uint8)
+        y = self.products(xq)
+        y = (y * s).view(*shape[:-1], -1)
+        return y if self.bias is None else y + self.bias
+
+    def products(self, xq: torch.Tensor) -> torch.Tensor:
+        """(xq - 128) @ q.T * scale in fp32, for xq (M, in) uint8; the sums are exact int32."""
+        return torch.ops.onednn.qlinear_pointwise(
+            xq, 1.0, self.ZERO_POINT, self.packed, self.scale, self._zeros,
+            None, 1.0, 0, torch.float32, "none", [], "",
+        )  # fmt: skip
+
+    def dequantize(self) -> torch.Tensor:
+        return self.qweight.float() * self.scale[:, None]
+
+    @property
+    def nbytes(self) -> int:
+        return self.qweight.numel() + self.scale.numel() * 4
+
+
+@functools.cache
+def exact_int8_products() -> bool:
+    """Whether oneDNN multiplies u8 x s8 without saturating on this CPU. With VNNI it does;
+    without it (e.g. a plain AVX2 laptop) pairs of products saturate at 16 bits, so the
+    dynamic int8 kernel would be neither exact nor accurate there."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    q = torch.full((16, 64), 127, dtype=torch.int8)
+    try:
+        lin = Int8DynamicLinear(
+            QuantizedWeight("int8", q, torch.ones(16, dtype=torch.bfloat16)), None
+        )
+        y = lin.products(torch.full((1, 64), 255, dtype=torch.uint8))  # (255 - 128) * 127 * 64
+    except RuntimeError:
+        return False
+    return bool((y == 127 * 127 * 64).all())
+
+
 class Int4Linear:
     """Weight-only int4, asymmetric, in groups of `group_size` input channels."""
 
@@ -234,7 +299,7 @@ class Int4Linear:
         return self.packed.numel() * self.packed.element_size() + self.scales_zeros.numel() * 2
 
 
-Linear = DenseLinear | Int8Linear | Int4Linear
+Linear = DenseLinear | Int8Linear | Int8DynamicLinear | Int4Linear
 
 
 def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, dtype: str) -> Linear:
@@ -257,3 +322,11 @@ def quantize_weight(weight: torch.Tensor, dtype: str, group_size: int = 32) -> Q
 
 def quantized_linear(weight: QuantizedWeight, bias: torch.Tensor | None) -> Int8Linear | Int4Linear:
     return Int8Linear(weight, bias) if weight.kind == "int8" else Int4Linear(weight, bias)
+
+
+def head_linear(weight: QuantizedWeight, bias: torch.Tensor | None) -> Linear:
+    """The LM head of a quantized model: int8 x int8 where the CPU multiplies that exactly
+    (the fastest at every batch size, see Int8DynamicLinear), else weight-only."""
+    if weight.kind == "int8" and weight.q.device.type == "cpu" and exact_int8_products():
+        return Int8DynamicLinear(weight, bias)
+    return quantized_linear(weight, bias)
