@@ -39,3 +39,30 @@ def test_a_failed_compile_falls_back_to_eager(tiny_tokenizer, model_factory):
     cache = dec.new_cache(1, 8)
     dec.forward(torch.tensor([[5, 6]]), cache)
     assert dec.forward(torch.tensor([[7]]), cache).shape == (1, len(tiny_tokenizer))
+
+
+def test_compiled_rows_step_matches_eager_without_recompiling(tiny_tokenizer, model_factory):
+    """The rows of a SlotCache decode through their own compiled graph (warmed up once); as
+    rows join at other lengths and the window grows past a WINDOW edge, nothing recompiles."""
+    from torch._dynamo.utils import counters
+
+    model = model_factory(len(tiny_tokenizer), seed=5)
+    eager, compiled = NativeDecoder(model, "int4"), NativeDecoder(model, "int4", compile=True)
+    compiled.warm_up()
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.inference_mode():  # as the scheduler's thread runs (its caches' kind)
+        caches = [d.new_slot_cache(4, 200) for d in (eager, compiled)]
+        gen = torch.Generator().manual_seed(0)
+        for length in (5, 40, 17):
+            ids = torch.randint(0, len(tiny_tokenizer), (1, length), generator=gen)
+            for dec, cache in zip((eager, compiled), caches, strict=True):
+                dec.forward(ids, cache.row(cache.add()))
+        for _ in range(30):  # the longest row goes from 41 to 71 positions: windows 64, then 128
+            tok = torch.randint(0, len(tiny_tokenizer), (3, 1), generator=gen)
+            le, lc = (
+                dec.forward(tok, c, c.positions(1), attn_mask=c.attention_mask(1))
+                for dec, c in zip((eager, compiled), caches, strict=True)
+            )
+            assert float((le - lc).abs().max()) <= 0.05 * float(le.abs().max())
+    assert caches[1].lengths[:3] == caches[0].lengths[:3] == [35, 70, 47]
+    assert counters["stats"]["unique_graphs"] == graphs  # no graph compiled after warm_up

@@ -47,7 +47,7 @@ WINDOW = 64
 """A CPU decode step attends over a multiple of this many keys (the rest masked)."""
 
 
-def _decode_attention(
+def decode_attention(
     q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor
 ) -> torch.Tensor:
     """One query per row: q (B, H, 1, hd) over keys, values (B, KV, S, hd), `bias` (B, 1, 1, S)
@@ -140,15 +140,15 @@ class NativeDecoder:
         self.lm_head = linear("lm_head", dtype=HEAD_DTYPE.get(dtype, dtype), head=True)
         self._rotary = base.rotary_emb
         self._cos = self._sin = torch.empty(0, self.head_dim)
-        self._step = None
+        self._step = self._rows_step = None
         if compile:
-            from lmforge.engine.compiled import compile_step
+            from lmforge.engine.compiled import compile_steps
 
-            self._step = compile_step(self)  # compiles on its first call
+            self._step, self._rows_step = compile_steps(self)  # each compiles on its first call
 
     @property
     def compiled(self) -> bool:
-        """Whether single-row decode steps run the compiled step."""
+        """Whether decode steps run compiled (one row, and the rows of a SlotCache)."""
         return self._step is not None
 
     def compile_failed(self, error: Exception) -> None:
@@ -158,7 +158,39 @@ class NativeDecoder:
         warnings.warn(
             f"compiling failed ({type(error).__name__}: {error}); running eager", stacklevel=2
         )
-        self._step = None
+        self._step = self._rows_step = None
+
+    def warm_up(self) -> None:
+        """Run each compiled step once on a throwaway cache (compiling it), so that no request
+        waits for the compiler."""
+        # sizes that equal no size of the model: dynamo ties sizes that are equal while it
+        # traces (2 rows and 2 key heads, say) and would compile again once they differ
+        taken = {self.n_heads, self.n_kv_heads, self.head_dim, self.embed.shape[1]}
+
+        def free(start: int, step: int = 1) -> int:
+            return next(k for k in range(start, 1 << 20, step) if k not in taken and k > 1)
+
+        rows = free(2)  # rows stepped, in a cache of `slots` rows
+        taken.add(rows)
+        slots = free(rows + 1)
+        taken.add(slots)
+        window = free(2 * WINDOW, WINDOW)  # the rows step's window, then a larger capacity
+        taken.add(window)
+        capacity = min(free(window + WINDOW, WINDOW), self.max_positions)
+        with torch.inference_mode():  # as the scheduler's caches are made
+            cache = self.new_slot_cache(slots, capacity)
+            row = cache.add()
+            for _ in range(3):  # positions 0 and 1 get graphs of their own, then any position
+                self.forward(torch.zeros(1, 1, dtype=torch.long), cache.row(row))
+            for _ in range(rows - 1):
+                row = cache.add()
+                self.forward(torch.zeros(1, window - 1, dtype=torch.long), cache.row(row))
+            self.forward(  # `rows` rows of `slots`, over `window` keys
+                torch.zeros(rows, 1, dtype=torch.long),
+                cache,
+                cache.positions(1),
+                attn_mask=cache.attention_mask(1),
+            )
 
     # -- rotary tables -------------------------------------------------------------------
     def _rope_table(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,6 +280,17 @@ class NativeDecoder:
             valid = mask if mask is not None else torch.ones(1, 1, 1, end, dtype=torch.bool)
             bias = torch.full((valid.shape[0], 1, 1, window), float("-inf"), dtype=self.act_dtype)
             bias[..., :end].masked_fill_(valid, 0.0)
+        if (
+            self._rows_step is not None
+            and bias is not None
+            and isinstance(cache, SlotCache)
+            and B > 1
+            and window < cache.capacity  # (a window over the whole buffer: another graph)
+            and not all_logits
+            and logits_at is None
+            and lora is None
+        ):
+            return self.lm_head(self._rows_step(ids, cache, bias)).float()
         half = hd // 2
 
         x = F.embedding(ids, self.embed)  # (B, T, D)
@@ -272,7 +315,7 @@ class NativeDecoder:
             q, k = qk[:, :H], qk[:, H:]
             keys, values = cache.write(i, k, v, window)
             if bias is not None:
-                attn = _decode_attention(q, keys, values, bias)
+                attn = decode_attention(q, keys, values, bias)
             else:
                 attn = F.scaled_dot_product_attention(
                     q,

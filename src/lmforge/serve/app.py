@@ -253,9 +253,9 @@ def serve(model, config: ServeConfig | None = None, adapters: Sequence[str] = ()
         log.addHandler(handler)
         print(f"guard: {config.guard}", flush=True)
     if getattr(getattr(model, "decoder", None), "compiled", False):  # now, not in a request
-        print("compiling the decode step (about a minute the first time) ...", flush=True)
+        print("compiling the decode steps (2-3 minutes the first time) ...", flush=True)
         try:
-            model.complete([model.encode("Hello")], max_tokens=4, temperature=0.0)
+            model.decoder.warm_up()
         except Exception as e:  # no C++ compiler, say: serve what runs
             model.decoder.compile_failed(e)
     print(f"lmforge serving {model.name!r} on http://{config.host}:{config.port}/v1", flush=True)
