@@ -66,3 +66,17 @@ def test_compiled_rows_step_matches_eager_without_recompiling(tiny_tokenizer, mo
             assert float((le - lc).abs().max()) <= 0.05 * float(le.abs().max())
     assert caches[1].lengths[:3] == caches[0].lengths[:3] == [35, 70, 47]
     assert counters["stats"]["unique_graphs"] == graphs  # no graph compiled after warm_up
+
+
+def test_compiled_step_applies_qwen3_q_and_k_norms(build_model):
+    """qwen3 norms q and k per head before rotary; the compiled step must too (it skipped
+    them once, silently)."""
+    model = build_model("qwen3")
+    eager, compiled = NativeDecoder(model, "fp32"), NativeDecoder(model, "fp32", compile=True)
+    prompt = torch.tensor([[5, 6, 7, 8, 9]])
+    ce, cc = eager.new_cache(1, 16), compiled.new_cache(1, 16)
+    le, lc = eager.forward(prompt, ce), compiled.forward(prompt, cc)
+    for _ in range(4):
+        tok = le.argmax(-1, keepdim=True)
+        le, lc = eager.forward(tok, ce), compiled.forward(tok, cc)
+        assert float((le - lc).abs().max()) <= 1e-4 * float(le.abs().max())
