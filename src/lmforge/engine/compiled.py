@@ -114,7 +114,7 @@ class CompiledStep(nn.Module):
             attn = attend(i, qk[:, :H], qk[:, H:], v)
             x = x + self.lin(f"o{i}", attn.transpose(1, 2).reshape(B, 1, H * hd))
             h = F.rms_norm(x, (x.shape[-1],), getattr(self, f"ln2_{i}"), self.eps)
-            gate, up = self.lin(f"gu{i}", h).to(x.dtype).chunk(2, dim=-1)
+            gate, up = self.lin(f"gu{i}", h).chunk(2, dim=-1)
             x = x + self.lin(f"down{i}", F.silu(gate) * up)
         return F.rms_norm(x[:, -1], (x.shape[-1],), self.norm, self.eps)
 

@@ -331,7 +331,7 @@ class NativeDecoder:
                 out = lora(i, "o", attn, out)
             x = x + out
             h = F.rms_norm(x, (x.shape[-1],), layer.ln2, self.eps)
-            gate_up = layer.gate_up(h).to(x.dtype)  # silu in fp32, with or without an adapter
+            gate_up = layer.gate_up(h)
             if lora is not None:
                 gate_up = lora(i, "gate_up", h, gate_up)
             gate, up = gate_up.chunk(2, dim=-1)
