@@ -264,12 +264,6 @@ class NativeDecoder:
             return self._step(ids, cache)
         H, KV, hd = self.n_heads, self.n_kv_heads, self.head_dim
         start = cache.pos
-        cos_t, sin_t = self._rope_table(start + T)
-        if positions is None:
-            cos, sin = cos_t[start : start + T], sin_t[start : start + T]  # (T, hd)
-            cos, sin = cos[None, None], sin[None, None]  # (1, 1, T, hd)
-        else:
-            cos, sin = cos_t[positions][:, None], sin_t[positions][:, None]  # (B, 1, T, hd)
         mask = attn_mask if attn_mask is not None else self._mask(cache, T)
         # a decode step on CPU: our own attention over a window of WINDOW-multiple keys, the
         # mask as an additive bias built once for all layers
@@ -290,7 +284,13 @@ class NativeDecoder:
             and logits_at is None
             and lora is None
         ):
-            return self.lm_head(self._rows_step(ids, cache, bias)).float()
+            return self.lm_head(self._rows_step(ids, cache, bias)).float()  # its own rotary
+        cos_t, sin_t = self._rope_table(start + T)
+        if positions is None:
+            cos, sin = cos_t[start : start + T], sin_t[start : start + T]  # (T, hd)
+            cos, sin = cos[None, None], sin[None, None]  # (1, 1, T, hd)
+        else:
+            cos, sin = cos_t[positions][:, None], sin_t[positions][:, None]  # (B, 1, T, hd)
         half = hd // 2
 
         x = F.embedding(ids, self.embed)  # (B, T, D)
