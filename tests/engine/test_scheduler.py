@@ -275,3 +275,63 @@ def test_rows_stay_exact_while_the_cache_grows_and_shrinks(long_model, prompts):
     [want_short] = generate_batch(decoder, tokenizer, [prompts[1]], short_params)
     assert got_long.token_ids == want_long.token_ids and len(want_long.token_ids) == 300
     assert got_short.token_ids == want_short.token_ids
+
+
+def _solo(model, prompts, params_of) -> list[list[int]]:
+    """Each prompt's greedy tokens, run alone."""
+    with Scheduler.for_model(model) as scheduler:
+        return [scheduler.submit(p, params_of(k)).result().token_ids for k, p in enumerate(prompts)]
+
+
+def test_a_poisoned_request_fails_alone_and_its_neighbours_keep_their_tokens(model, prompts):
+    """A request whose sampler cannot be built (a seed past what torch.Generator takes, set
+    after its check, as an unchecked API field once did), one whose stop strings cannot be
+    matched, and one whose adapter breaks the model's forward, among 8 streams: each fails
+    alone, with its own error, and the 8 get the tokens they get alone."""
+    params_of = lambda k: SamplingParams(max_tokens=12 + k)  # noqa: E731
+    want = _solo(model, prompts, params_of)
+    from lmforge.engine.lora import LoraAdapter
+
+    broken = LoraAdapter("broken", [{"qkv": (torch.ones(2, 3), torch.ones(5, 2))}] * 2)
+    scheduler = Scheduler.for_model(model, max_batch=16)
+    good = [scheduler.submit(p, params_of(k)) for k, p in enumerate(prompts)]
+    seeded = SamplingParams(max_tokens=8, seed=1, temperature=0.9)
+    stops = SamplingParams(max_tokens=8)
+    poisoned = [
+        scheduler.submit(prompts[0], seeded),
+        scheduler.submit(prompts[1], stops),
+        scheduler.submit_many([(prompts[2], SamplingParams(max_tokens=8))], adapter=broken)[0],
+    ]
+    seeded.seed = 2**64  # past its check: the scheduler builds its generator later
+    stops.stop = [7]  # not a string: matching it fails on the first token
+    with scheduler:
+        for request in poisoned:
+            with pytest.raises(Exception) as failure:
+                request.result()
+            assert not isinstance(failure.value, SchedulerClosed)
+        assert [r.result().token_ids for r in good] == want
+
+
+def test_a_row_whose_decode_step_fails_fails_alone(llama, bpe_tokenizer, prompts):
+    """The batched step fails for one row's sake (its adapter, say): every row then runs alone,
+    the failing one fails, and the others go on with the tokens they get alone."""
+    decoder = NativeDecoder(llama, "fp32")
+    forward = decoder.forward
+    from lmforge.engine.lora import LoraAdapter
+
+    bad = LoraAdapter("bad", [{} for _ in range(len(llama.model.layers))])
+
+    def failing_with_bad(ids, *args, adapters=None, **kwargs):
+        if ids.shape[1] == 1 and adapters is not None and any(a is bad for a in adapters):
+            raise RuntimeError("this adapter breaks decoding")
+        return forward(ids, *args, adapters=adapters, **kwargs)
+
+    decoder.forward = failing_with_bad
+    params = SamplingParams(max_tokens=20)
+    want = generate_batch(decoder, bpe_tokenizer, prompts[:4], params)
+    with Scheduler(decoder, bpe_tokenizer, max_batch=8) as scheduler:
+        good = [scheduler.submit(p, params) for p in prompts[:4]]
+        doomed = scheduler.submit_many([(prompts[5], params)], adapter=bad)[0]
+        with pytest.raises(RuntimeError, match="breaks decoding"):
+            doomed.result()
+        assert [r.result().token_ids for r in good] == [w.token_ids for w in want]

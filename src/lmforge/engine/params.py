@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from lmforge.errors import InvalidInputError, check_known
 
+MIN_PENALTY = 1e-3  # logits divided by less overflow float32 (a NaN distribution)
+MAX_SEED = 2**63 - 1  # torch.Generator takes seeds below 2**64; n choices add up to 63 to one
+
 
 @dataclass
 class SamplingParams:
@@ -68,10 +71,14 @@ class SamplingParams:
             raise bad("top_k", "an integer >= 0 (0 = off)")
         if not 0.0 < float(self.top_p) <= 1.0:
             raise bad("top_p", "in (0, 1] (1 = off)")
-        if not 0.0 < float(self.repetition_penalty) <= 10.0:
-            raise bad("repetition_penalty", "in (0, 10] (1 = off)")
-        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            raise bad("seed", "a non-negative integer")
+        if not MIN_PENALTY <= float(self.repetition_penalty) <= 10.0:
+            raise bad("repetition_penalty", f"in [{MIN_PENALTY}, 10] (1 = off)")
+        if self.seed is not None and (
+            not isinstance(self.seed, int)
+            or isinstance(self.seed, bool)
+            or not 0 <= self.seed <= MAX_SEED
+        ):
+            raise bad("seed", f"an integer in 0..{MAX_SEED}")
         return self
 
     @classmethod

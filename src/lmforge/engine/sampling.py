@@ -37,7 +37,9 @@ class Sampler:
             logits = torch.where(self.seen[:, : logits.shape[1]], penalised, logits)
         if p.greedy:
             return logits.argmax(dim=-1)
-        logits = logits / p.temperature
+        # shifted so the largest is 0 first: a tiny temperature then sends the others to
+        # -inf (exp 0) instead of every logit to +-inf (a NaN softmax)
+        logits = (logits - logits.amax(dim=-1, keepdim=True)) / p.temperature
         if p.top_k and p.top_k < logits.shape[-1]:
             kth = torch.topk(logits, p.top_k, dim=-1).values[:, -1:]  # (B, 1)
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -46,6 +48,7 @@ class Sampler:
             cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
             # drop a token when the mass before it already reaches top_p (the first always stays)
             drop = (cum - sorted_logits.softmax(dim=-1)) >= p.top_p
+            drop[:, 0] = False  # even when top_p rounds to 0 in float32 (5e-324 does)
             sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
             logits = torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
         probs = logits.softmax(dim=-1)

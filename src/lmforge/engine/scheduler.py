@@ -288,19 +288,39 @@ class _SlotRows:
             self.cache.remove(row)
             raise
 
-    def step(self, tokens: torch.Tensor, adapters: list) -> torch.Tensor:
-        """Feed one token per row, tokens (n,), each row with its adapter (or None);
-        logits (n, vocab)."""
+    def step(self, tokens: torch.Tensor, adapters: list) -> tuple[torch.Tensor, dict]:
+        """Feed one token per row, tokens (n,), each row with its adapter (or None):
+        logits (n, vocab), and {row: error} for rows that failed (their logits are zeros).
+
+        If the batched step fails, each row runs alone (a failed step writes its keys and
+        values again at the same positions, and advances no row), so one row's failure
+        (its adapter, say) stays its own."""
         cache = self.cache
         cache.reserve(cache.pos + 1)
-        if cache.n == 1:  # one row: the plain batch-1 path (no mask, slice writes), 2x faster
-            return self.decoder.forward(tokens[:, None], cache.row(0), adapters=adapters)
-        return self.decoder.forward(
-            tokens[:, None],
-            cache,
-            cache.positions(1),
-            attn_mask=cache.attention_mask(1),
-            adapters=adapters,
+        try:
+            if cache.n == 1:  # one row: the batch-1 path (no mask, slice writes), 2x faster
+                logits = self.decoder.forward(tokens[:, None], cache.row(0), adapters=adapters)
+            else:
+                logits = self.decoder.forward(
+                    tokens[:, None],
+                    cache,
+                    cache.positions(1),
+                    attn_mask=cache.attention_mask(1),
+                    adapters=adapters,
+                )
+            return logits, {}
+        except Exception as err:
+            if cache.n == 1:
+                return torch.zeros(1, self.decoder.vocab_size, device=self.decoder.device), {0: err}
+        return _each_alone(
+            [
+                lambda i=i: self.decoder.forward(
+                    tokens[i : i + 1, None], cache.row(i), adapters=[adapters[i]]
+                )
+                for i in range(cache.n)
+            ],
+            self.decoder.vocab_size,
+            self.decoder.device,
         )
 
     def remove(self, row: int) -> None:
@@ -320,18 +340,35 @@ class _OwnCacheRows:
         self.caches.append(cache)
         return logits, 0
 
-    def step(self, tokens: torch.Tensor, adapters: list) -> torch.Tensor:
-        return torch.cat(
+    def step(self, tokens: torch.Tensor, adapters: list) -> tuple[torch.Tensor, dict]:
+        return _each_alone(
             [
-                self.decoder.forward(t.view(1, 1), c)
+                lambda t=t, c=c: self.decoder.forward(t.view(1, 1), c)
                 for t, c in zip(tokens, self.caches, strict=True)
-            ]
+            ],
+            self.decoder.vocab_size,
+            self.decoder.device,
         )
 
     def remove(self, row: int) -> None:
         last = self.caches.pop()
         if row < len(self.caches):
             self.caches[row] = last
+
+
+def _each_alone(
+    steps: list[Callable[[], torch.Tensor]], vocab: int, device=None
+) -> tuple[torch.Tensor, dict]:
+    """Run each row's step (a callable giving its logits (1, vocab)): the logits (n, vocab)
+    and {row: error} for those that failed, whose logits are zeros."""
+    out, failed = [], {}
+    for i, step in enumerate(steps):
+        try:
+            out.append(step())
+        except Exception as err:
+            failed[i] = err
+            out.append(torch.zeros(1, vocab, device=device))
+    return torch.cat(out), failed
 
 
 class Scheduler:
@@ -545,47 +582,67 @@ class Scheduler:
         return out
 
     def _iteration(self, admitted: list[Request]) -> None:
+        """Admit `admitted`, then one decode step for every running row.
+
+        A failure that belongs to one request (its sampler, JSON mode, stop strings, the
+        tokenizer on its tokens, its adapter, its prompt) fails that request alone; the
+        other rows go on as if it had never run beside them.
+        """
         self._drop_cancelled()
-        vocab, device = self.decoder.vocab_size, self.decoder.device
         for request in admitted:
-            try:
-                if request.echo:
-                    request.prompt_logprobs = self._score_prompt(request)
-                if request.max_new == 0:  # only the prompt was asked for
-                    with self._lock:
-                        self._admitting -= 1
-                    request._put(Delta(0, "", None, "length"))
+            self._admit(request)
+        if self._running:
+            rows = self._running
+            tokens = torch.tensor([r.next_token for r in rows], device=self.decoder.device)
+            logits, failed = self._rows.step(
+                tokens, [r.request.adapter for r in rows]
+            )  # (n, vocab)
+            sampled: list[int | BaseException] = []
+            for i, row in enumerate(rows):
+                if i in failed:
+                    sampled.append(failed[i])
                     continue
-                logits, request.cached_tokens = self._rows.add(
-                    request.prompt, request.max_new, request.adapter
-                )
-                self.cached_tokens += request.cached_tokens
-            except Exception as err:  # this prompt failed (memory?): only its request fails
+                try:
+                    sampled.append(int(row.sampler(logits[i : i + 1])[0]))
+                except Exception as err:
+                    sampled.append(err)
+            self._advance(sampled, logits)
+        self._drop_cancelled()
+
+    def _admit(self, request: Request) -> None:
+        """Prefill one admitted request into a new row and give it its first token; a
+        failure (memory, its sampler, its adapter ...) fails this request alone."""
+        try:
+            if request.echo:
+                request.prompt_logprobs = self._score_prompt(request)
+            if request.max_new == 0:  # only the prompt was asked for
                 with self._lock:
                     self._admitting -= 1
-                request._put(err)
-                continue
+                request._put(Delta(0, "", None, "length"))
+                return
+            vocab, device = self.decoder.vocab_size, self.decoder.device
             sampler = Sampler(request.params, 1, vocab, device)
             sampler.observe(torch.tensor([request.prompt], device=device))
             if request.json_mode:
                 sampler = JsonSampler(sampler, self._token_texts(vocab), self.eos_ids)
-            row = _Row(
-                request,
-                sampler,
-                RowText(self.tokenizer, request.params.stop, request.max_new, self.eos_ids),
+            text = RowText(self.tokenizer, request.params.stop, request.max_new, self.eos_ids)
+            logits, request.cached_tokens = self._rows.add(
+                request.prompt, request.max_new, request.adapter
             )
+        except Exception as err:
             with self._lock:
-                self._running.append(row)
                 self._admitting -= 1
-            tokens = sampler(logits)  # (1,)
-            self._advance(tokens, logits, start=len(self._running) - 1)
-        if self._running:
-            tokens = torch.tensor([r.next_token for r in self._running], device=device)
-            adapters = [r.request.adapter for r in self._running]
-            logits = self._rows.step(tokens, adapters)  # (n, vocab)
-            sampled = [row.sampler(logits[i : i + 1]) for i, row in enumerate(self._running)]
-            self._advance(torch.cat(sampled), logits)
-        self._drop_cancelled()
+            request._put(err)
+            return
+        self.cached_tokens += request.cached_tokens
+        with self._lock:
+            self._running.append(_Row(request, sampler, text))
+            self._admitting -= 1
+        try:
+            first: int | BaseException = int(sampler(logits)[0])
+        except Exception as err:
+            first = err
+        self._advance([first], logits, start=len(self._running) - 1)
 
     def _token_texts(self, vocab: int) -> list[str]:
         """Every token's text, decoded once (JSON mode checks each pick against it)."""
@@ -601,26 +658,37 @@ class Scheduler:
         # position t predicts token t + 1; the first token has no prediction
         return [None, *token_logprobs(logits[:-1], ids[0, 1:], request.logprobs or 0)]
 
-    def _advance(self, sampled: torch.Tensor, logits: torch.Tensor, start: int = 0) -> None:
-        """Give rows start.. their sampled tokens (n,), drawn from logits (n, vocab);
-        finished rows leave the batch."""
-        tokens = sampled.tolist()
-        wanted = [self._running[start + i].request.logprobs for i in range(len(tokens))]
+    def _advance(
+        self, sampled: list[int | BaseException], logits: torch.Tensor, start: int = 0
+    ) -> None:
+        """Give rows start.. their sampled tokens, drawn from logits (n, vocab); finished
+        rows leave the batch, and a row whose sampling failed (an exception in place of its
+        token) or whose token cannot be taken (the tokenizer, its stop strings) fails alone."""
+        picked = torch.tensor([t if isinstance(t, int) else 0 for t in sampled])  # (n,)
+        wanted = [self._running[start + i].request.logprobs for i in range(len(sampled))]
         k = max((w for w in wanted if w is not None), default=None)
-        scored = token_logprobs(logits, sampled, k) if k is not None else None
-        for i in reversed(range(start, start + len(tokens))):  # removal moves the last row
-            row, tok = self._running[i], tokens[i - start]
-            delta = row.text.push(tok)
-            if row.request.logprobs is not None and delta.token_id is not None:
-                delta.logprob, top = scored[i - start]
-                delta.top_logprobs = top[: row.request.logprobs]
+        scored = token_logprobs(logits, picked, k) if k is not None else None
+        for i in reversed(range(start, start + len(sampled))):  # removal moves the last row
+            row, tok = self._running[i], sampled[i - start]
+            try:
+                if isinstance(tok, BaseException):
+                    raise tok
+                delta = row.text.push(tok)
+                if row.request.logprobs is not None and delta.token_id is not None:
+                    delta.logprob, top = scored[i - start]
+                    delta.top_logprobs = top[: row.request.logprobs]
+                if not delta.finish_reason and row.sampler.seen is not None:
+                    # only the repetition penalty reads what was seen
+                    row.sampler.observe(torch.tensor([[tok]], device=self.decoder.device))
+            except Exception as err:
+                self._remove(i)
+                row.request._put(err)
+                continue
             row.request._put(delta)
             if delta.finish_reason:
                 self._remove(i)
             else:
                 row.next_token = tok
-                if row.sampler.seen is not None:  # only the repetition penalty reads it
-                    row.sampler.observe(torch.tensor([[tok]], device=self.decoder.device))
 
     def _drop_cancelled(self) -> None:
         for i in reversed(range(len(self._running))):
