@@ -239,7 +239,19 @@ def _stream_out(deltas, stats: bool) -> str:
     help="A key for /admin/* (adapter load, unload, swap); client keys then get 403 there.",
 )
 @click.option("--rate-limit", type=int, help="Requests per minute per key; more get 429.")
-@click.option("--max-tokens-limit", type=int, help="Most max_tokens a request may ask for.")
+@click.option(
+    "--max-tokens-limit",
+    type=int,
+    help="Most tokens one answer may have (also the default when a request sets none); "
+    "0: up to the context [default: 2048].",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A host name clients may reach the server by, beyond the loopback names a loopback "
+    "server answers to (repeatable; '*': any).",
+)
 @click.option(
     "--cors-origin",
     "cors_origins",

@@ -192,7 +192,7 @@ def test_keys_file_and_config_checks(tmp_path):
     with pytest.raises(InvalidInputError):
         ServeConfig(rate_limit=10)  # counted per key, and there is none
     with pytest.raises(InvalidInputError):
-        ServeConfig(max_tokens_limit=0)
+        ServeConfig(max_tokens_limit=-1)  # 0 is "up to the context"
     with pytest.raises(InvalidInputError):
         read_keys([" "])
 

@@ -194,7 +194,7 @@ def test_dropped_plain_request_is_cancelled(server):
     body = json.dumps({"model": "tiny", "messages": MESSAGES, "max_tokens": 900}).encode()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )

@@ -173,10 +173,13 @@ def test_profile_joins_the_system_prompt_server_side(server, browser):
 
 
 def test_the_page_sends_the_key_a_locked_server_asks_for(chat_model, browser, tmp_path):
-    from lmforge.serve.auth import read_keys
+    """With keys, the page sends its key on every request, and what it keeps (conversation,
+    rating, profile) is that key's: another key in the same browser sees none of it."""
+    from lmforge.serve.auth import hash_key, read_keys
 
-    app = create_app(chat_model, ServeConfig(api_key_hashes=read_keys(["page-key"]), max_batch=2))
-    app.state.feedback = FeedbackStore(tmp_path / "locked.db")
+    keys = read_keys(["page-key", "other-key"])
+    app = create_app(chat_model, ServeConfig(api_key_hashes=keys, max_batch=2))
+    store = app.state.feedback = FeedbackStore(tmp_path / "locked.db")
     locked = Server(app)
     try:
         page = browser.new_page()
@@ -191,6 +194,37 @@ def test_the_page_sends_the_key_a_locked_server_asks_for(chat_model, browser, tm
         page.click("#send")
         page.wait_for_selector(".msg.assistant.done")
         assert page.locator(".msg.assistant .text").first.inner_text()
+        page.locator(".msg.assistant .rate-up").first.click()
+        page.wait_for_selector(".msg.assistant .rate-up.on")
+        page.click("#profile summary")
+        page.fill("#profile-facts", "Lives in Lyon")
+        page.click("#profile-save")
+        page.wait_for_selector("#profile-status:text('saved')")
+
+        user = page.evaluate("localStorage.getItem('lmforge-user')")
+        owner = hash_key("page-key")
+        (kept,) = store.conversations(user, owner=owner)
+        assert [m["rating"] for m in store.conversation(kept["id"], owner=owner)["messages"]] == [
+            None,
+            "up",
+        ]
+        assert store.profile(user, owner=owner)["facts"] == ["Lives in Lyon"]
+        assert store.conversations(user) == [] and store.profile(user)["facts"] == []
+
+        # another key in the same browser: the page starts afresh and lists nothing
+        page.evaluate("document.body.dataset.ready = ''")
+        page.fill("#api-key", "other-key")
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.locator(".msg").count() == 0
+        assert page.locator("#conversations button").count() == 0
+        assert page.input_value("#profile-facts") == ""
+        page.fill("#prompt", "Hi")
+        page.click("#send")
+        page.wait_for_selector(".msg.assistant.done")
+        assert len(store.conversations(user, owner=hash_key("other-key"))) == 1
+        assert len(store.conversations(user, owner=owner)) == 1  # the first key's is untouched
+        page.close()
     finally:
         locked.stop()
 

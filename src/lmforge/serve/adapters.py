@@ -14,6 +14,7 @@ import asyncio
 import threading
 
 from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from lmforge.engine.lora import LoraAdapter
 from lmforge.engine.native import NativeDecoder
@@ -69,17 +70,23 @@ class Adapters:
             return sorted(self._loaded)
 
 
+class AdapterLoad(BaseModel):
+    """POST /admin/adapters: load the adapter artifact `name`, served as `as` (or its name;
+    an `as` already served is swapped for it)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    name: str
+    as_: str | None = Field(None, alias="as")
+
+
 def install(app: FastAPI, adapters: Adapters, read_body) -> None:
     """The admin routes; `read_body(request)` reads a JSON object body (size-limited)."""
 
     @app.post("/admin/adapters")
     async def load_adapter(request: Request) -> dict:
-        body = await read_body(request)
-        name, served_as = body.get("name"), body.get("as")
-        if not isinstance(name, str):
-            raise APIError(400, 'give the adapter artifact\'s name: {"name": "..."}', "name")
-        if served_as is not None and not isinstance(served_as, str):
-            raise APIError(400, '"as" must be the served name to replace', "as")
+        body = AdapterLoad.model_validate(await read_body(request))
+        name, served_as = body.name, body.as_
         try:
             await asyncio.to_thread(adapters.load, name, served_as)
         except NotFoundError as e:

@@ -33,14 +33,23 @@ from lmforge.engine.scheduler import Request as Handle
 from lmforge.engine.scheduler import Scheduler
 from lmforge.errors import InvalidInputError
 from lmforge.serve import adapters as lora_routes
-from lmforge.serve import auth, embeddings, errors, explaining, guarding, images, webchat
+from lmforge.serve import (
+    auth,
+    embeddings,
+    errors,
+    explaining,
+    guarding,
+    images,
+    openapi,
+    webchat,
+)
+from lmforge.serve.bodies import read_json
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.errors import APIError
 from lmforge.serve.metrics import CONTENT_TYPE, CountRequests, Metrics
 from lmforge.serve.schemas import HINTS, ChatRequest, CompletionRequest
 
 COMPLETIONS_MAX_TOKENS = 16  # the OpenAI default for /v1/completions; chat runs to the context
-DRAIN_LIMIT = auth.DRAIN_LIMIT
 
 
 def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str] = ()) -> FastAPI:
@@ -235,6 +244,16 @@ def create_app(model, config: ServeConfig | None = None, adapters: Sequence[str]
         )
         return await job.respond(request, body.model or name, token_text, chat=False)
 
+    openapi.install(
+        app,
+        {
+            ("POST", "/v1/chat/completions"): ChatRequest,
+            ("POST", "/v1/completions"): CompletionRequest,
+            ("POST", "/v1/embeddings"): embeddings.EmbeddingRequest,
+            ("POST", "/v1/explain"): explaining.ExplainRequest,
+            ("POST", "/admin/adapters"): lora_routes.AdapterLoad,
+        },
+    )
     return app
 
 
@@ -275,30 +294,6 @@ def serve(model, config: ServeConfig | None = None, adapters: Sequence[str] = ()
     finally:
         server.should_exit = True
         http.join(timeout=10)
-
-
-async def read_json(request: Request, limit: int) -> dict:
-    """The body as a JSON object: 413 beyond `limit` bytes, 400 if it is not JSON."""
-    size, chunks = 0, []
-    declared = request.headers.get("content-length", "")
-    too_large = declared.isdigit() and int(declared) > limit
-    async for chunk in request.stream():
-        size += len(chunk)
-        too_large = too_large or size > limit
-        if too_large:  # drain it, so that the client reads our answer rather than a reset
-            if size > DRAIN_LIMIT:
-                break
-            continue
-        chunks.append(chunk)
-    if too_large:
-        raise APIError(413, f"request body larger than {limit} bytes", code="body_too_large")
-    try:
-        data = json.loads(b"".join(chunks))
-    except ValueError as e:  # UnicodeDecodeError is a ValueError
-        raise APIError(400, f"request body is not valid JSON ({e})", code="invalid_json") from e
-    if not isinstance(data, dict):
-        raise APIError(400, "request body must be a JSON object", code="invalid_json")
-    return data
 
 
 def _prompt_list(prompt) -> list:

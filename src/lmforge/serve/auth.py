@@ -32,6 +32,7 @@ from lmforge.serve.errors import APIError
 
 OPEN_PATHS = frozenset({"/", "/health", "/metrics"})  # never need a key
 DRAIN_LIMIT = 16 << 20  # read (and drop) at most this much of a too-large body, then close
+OWNER = "lmforge.owner"  # the scope key KeyCheck sets to the digest of a request's valid key
 
 
 def hash_key(key: str) -> str:
@@ -63,6 +64,7 @@ def install(app, config: ServeConfig) -> None:
     """Add the body limit, the key check and CORS (if origins are set) to `app`."""
     from fastapi.middleware.cors import CORSMiddleware
 
+    app.add_middleware(JsonOnly)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     if config.api_key_hashes or config.admin_key_hashes:
         app.add_middleware(
@@ -71,7 +73,7 @@ def install(app, config: ServeConfig) -> None:
             per_minute=config.rate_limit,
             admin=config.admin_key_hashes,
         )
-    if config.cors_origins:  # added last: outermost, so preflights need no key
+    if config.cors_origins:  # added after the key check: outside it, so preflights need no key
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(config.cors_origins),
@@ -79,6 +81,9 @@ def install(app, config: ServeConfig) -> None:
             allow_headers=["*"],
             expose_headers=["Retry-After"],
         )
+    app.add_middleware(  # outermost: a request from another site is refused before anything
+        CrossSiteCheck, hosts=allowed_hosts(config), origins=frozenset(config.cors_origins)
+    )
 
 
 def warn_if_open(config: ServeConfig) -> None:
@@ -100,6 +105,100 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name: it may resolve anywhere
         return False
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def allowed_hosts(config: ServeConfig) -> frozenset[str] | None:
+    """The names a request's Host header may give (without the port); None: any.
+
+    On a loopback address: the loopback names and `allowed_hosts`, so that a web page whose
+    name resolves to 127.0.0.1 (DNS rebinding) cannot reach the server. Beyond loopback:
+    `allowed_hosts` if given (with the bound address), else any ("*" also means any).
+    """
+    given = {h.strip().lower() for h in config.allowed_hosts}
+    if "*" in given:
+        return None
+    if _is_loopback(config.host):
+        return frozenset(LOOPBACK_NAMES | given)
+    return frozenset(given | {config.host.lower()}) if given else None
+
+
+class CrossSiteCheck:
+    """ASGI middleware: what a web page in the user's browser could send is refused.
+
+    - a Host header outside `hosts` (DNS rebinding): 400 `host_not_allowed`;
+    - a write (POST, PUT, PATCH, DELETE) from a page of another origin (its `Origin` header
+      is neither this server nor one of the CORS `origins`): 403 `cross_origin`.
+
+    (`JsonOnly` refuses the bodies a page may send anywhere without asking, after the key.)
+    """
+
+    def __init__(self, app, hosts: frozenset[str] | None, origins: frozenset[str] = frozenset()):
+        self.app, self.hosts, self.origins = app, hosts, origins
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        error = self.refusal(scope)
+        if error is not None:
+            await _drain(receive)  # so that the client reads the answer rather than a reset
+            return await error.response()(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope) -> APIError | None:
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1").strip().lower()
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 or "]:" in host else host
+        if self.hosts is not None and host and name not in self.hosts:
+            return APIError(
+                400,
+                f"this server does not answer to the host name {name!r}; if it is yours, "
+                f"start it with --allowed-host {name}",
+                code="host_not_allowed",
+            )
+        method = scope["method"]
+        origin = headers.get(b"origin", b"").decode("latin-1").strip()
+        if (
+            method in WRITES
+            and origin
+            and origin not in self.origins
+            and origin.partition("://")[2].lower() != host
+        ):
+            return APIError(
+                403,
+                f"requests from the web page {origin!r} are refused; an operator may allow its "
+                f"origin with --cors-origin {origin}",
+                code="cross_origin",
+                type="permission_error",
+            )
+        return None
+
+
+class JsonOnly:
+    """ASGI middleware: a POST, PUT or PATCH whose body is not `application/json` gets 415
+    `unsupported_media_type`. A web page may send a form or `text/plain` to any server
+    without asking the browser's CORS check first; JSON it may not."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            header = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+            media = header.partition(";")[0].strip()
+            if media.lower() != "application/json":
+                await _drain(receive)
+                error = APIError(
+                    415,
+                    "the body must be JSON, sent as Content-Type: application/json (got "
+                    f"{media or 'none'!r})",
+                    code="unsupported_media_type",
+                )
+                return await error.response()(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class TokenBucket:
@@ -154,18 +253,20 @@ class KeyCheck:
             error = None
         if error is not None:
             return await error.response()(scope, receive, send)
+        digest = _digest(header)
+        if digest is not None and _known(digest, self.anyone):  # whose data this request reads
+            scope[OWNER] = digest
         await self.app(scope, receive, send)
 
     def refusal(
         self, header: bytes, digests: tuple[str, ...], admin: bool = False
     ) -> APIError | None:
         """None if the header carries one of `digests` within its rate, else the error."""
-        scheme, _, key = header.decode("latin-1").strip().partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        digest = _digest(header)
+        if digest is None:
             return _unauthorized(
                 "no API key given: send the header 'Authorization: Bearer YOUR_KEY'"
             )
-        digest = hash_key(key.strip())
         if not _known(digest, digests):
             if admin and _known(digest, self.digests):
                 return APIError(
@@ -186,6 +287,18 @@ class KeyCheck:
                 headers={"Retry-After": str(math.ceil(wait))},
             )
         return None
+
+
+def owner(scope) -> str:
+    """Who a request acts for: the digest of its API key, or "" on a server without keys
+    (one local user). Data the server keeps for a client (web-chat conversations, profiles,
+    feedback) belongs to this owner, and no other owner can read or change it."""
+    return scope.get(OWNER, "")
+
+
+def _digest(header: bytes) -> str | None:
+    scheme, _, key = header.decode("latin-1").strip().partition(" ")
+    return hash_key(key.strip()) if scheme.lower() == "bearer" and key.strip() else None
 
 
 def _known(digest: str, digests: tuple[str, ...]) -> bool:

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 from lmforge.errors import InvalidInputError
 
+# A request that does not say how long to answer holds a batch row at most this long
+# (about 20 s at one row's speed on 2 cores), not until the 8k-token context is full.
+MAX_TOKENS_LIMIT = 2048
+
 
 @dataclass
 class ServeConfig:
@@ -50,8 +54,20 @@ class ServeConfig:
         metadata={"help": "Requests per minute per API key; more get 429 [default: no limit]."},
     )
     max_tokens_limit: int | None = field(
-        default=None,
-        metadata={"help": "Most max_tokens a request may ask for; more get 400 [default: none]."},
+        default=MAX_TOKENS_LIMIT,
+        metadata={
+            "help": "Most tokens one answer may have: the default of a request without "
+            f"max_tokens, and the most it may ask for (more get 400); 0: up to the context "
+            f"[default: {MAX_TOKENS_LIMIT}]."
+        },
+    )
+    allowed_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "Host names clients may reach the server by (the Host header), beyond the "
+            "loopback names a loopback server answers to; '*': any [default: on a loopback "
+            "address only loopback names, elsewhere any]."
+        },
     )
     cors_origins: tuple[str, ...] = field(
         default=(),
@@ -101,13 +117,18 @@ class ServeConfig:
             raise InvalidInputError(f"invalid port={self.port}", "use 0..65535 (0: any free port)")
         if self.context is not None and self.context < 2:
             raise InvalidInputError(f"invalid context={self.context}", "must be >= 2")
-        for name in ("rate_limit", "max_tokens_limit"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InvalidInputError(f"invalid {name}={value}", "must be >= 1")
+        if self.rate_limit is not None and self.rate_limit < 1:
+            raise InvalidInputError(f"invalid rate_limit={self.rate_limit}", "must be >= 1")
+        if self.max_tokens_limit is not None and self.max_tokens_limit < 0:
+            raise InvalidInputError(
+                f"invalid max_tokens_limit={self.max_tokens_limit}", "must be >= 0 (0: no limit)"
+            )
+        if self.max_tokens_limit == 0:
+            self.max_tokens_limit = None
         self.api_key_hashes = tuple(self.api_key_hashes)
         self.admin_key_hashes = tuple(self.admin_key_hashes)
         self.cors_origins = tuple(self.cors_origins)
+        self.allowed_hosts = tuple(self.allowed_hosts)
         for name in ("api_key_hashes", "admin_key_hashes"):
             for digest in getattr(self, name):
                 if not (len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):

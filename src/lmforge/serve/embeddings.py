@@ -14,15 +14,16 @@ from __future__ import annotations
 import base64
 import importlib.util
 import threading
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from lmforge.errors import InvalidInputError
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.errors import APIError
+from lmforge.serve.schemas import TokenId
 
 MODEL_ID = "all-minilm-l6-v2"
 DIMENSIONS = 384
@@ -34,10 +35,10 @@ _LOCK = threading.Lock()  # one shared model; its forward runs one request at a 
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str] | list[TokenId] | list[list[TokenId]]
     model: str
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: Annotated[int, Field(ge=1, le=DIMENSIONS)] | None = None
     user: str | None = None
 
 

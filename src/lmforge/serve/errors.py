@@ -8,6 +8,7 @@ package maps the status to its exception: 400 BadRequestError, 404 NotFoundError
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
@@ -44,9 +45,12 @@ class APIError(Exception):
         return JSONResponse({"error": self.body()}, status_code=self.status, headers=self.headers)
 
     @classmethod
-    def from_validation(cls, err: ValidationError) -> APIError:
-        """400 naming the first bad field, e.g. param "messages.0.content"."""
+    def from_validation(cls, err: ValidationError | RequestValidationError) -> APIError:
+        """400 naming the first bad field, e.g. param "messages.0.content" (FastAPI's own
+        checks of a route's body, path and query too: 400 as OpenAI answers, never 422)."""
         first = err.errors()[0]
+        if isinstance(err, RequestValidationError) and first["loc"][:1] == ("body",):
+            first = {**first, "loc": first["loc"][1:]}
         path = []  # the field's path, without pydantic's union-member tags ("str", "list[str]")
         for part in first["loc"]:
             if isinstance(part, str) and (part in _TYPE_TAGS or "[" in part):
@@ -65,7 +69,7 @@ def from_exception(err: Exception) -> APIError:
     """The APIError for any exception raised while serving a request."""
     if isinstance(err, APIError):
         return err
-    if isinstance(err, ValidationError):
+    if isinstance(err, ValidationError | RequestValidationError):
         return APIError.from_validation(err)
     if isinstance(err, QueueFullError):
         return APIError(
@@ -94,6 +98,7 @@ def install(app: FastAPI) -> None:
         code = getattr(err, "code", None)  # e.g. auth.BodyTooLarge's "body_too_large"
         return APIError(err.status_code, str(err.detail), code=code, headers=err.headers).response()
 
-    for kind in (APIError, ValidationError, LmforgeError, ClientDisconnect, Exception):
+    kinds = (APIError, ValidationError, RequestValidationError, LmforgeError, ClientDisconnect)
+    for kind in (*kinds, Exception):
         app.add_exception_handler(kind, on_error)
     app.add_exception_handler(HTTPException, on_http)

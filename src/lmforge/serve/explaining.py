@@ -13,11 +13,11 @@ the self-contained page under `html` when `format` is "html". It runs on the bas
 from __future__ import annotations
 
 import threading
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from lmforge.errors import InvalidInputError
 from lmforge.serve import guarding
@@ -34,8 +34,8 @@ class ExplainRequest(BaseModel):
     target: str | None = None
     contrast: str | None = None
     method: str = "input_x_gradient"
-    max_new_tokens: int = 16
-    steps: int = 32
+    max_new_tokens: Annotated[int, Field(ge=1, le=256)] = 16  # one request holds the model
+    steps: Annotated[int, Field(ge=2, le=1024)] = 32
     format: Literal["json", "html"] = "json"
     user: str | None = None
 

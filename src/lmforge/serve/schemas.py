@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lmforge.engine.params import SamplingParams
+from lmforge.engine.params import MAX_SEED, MIN_PENALTY, SamplingParams
 
 # field -> values that mean "off"; any other value is refused as unsupported
 NEUTRAL_ONLY: dict[str, tuple] = {
@@ -53,11 +53,15 @@ IGNORED = (
     "verbosity",
 )
 
-Count = Annotated[int, Field(ge=1)]
+# Every number has a range, so no value can overflow what takes it further down (a seed
+# past 2**64 once failed torch.Generator, and with it the batch it shared).
+MAX_INT = 2**31 - 1
+Count = Annotated[int, Field(ge=1, le=MAX_INT)]
+TokenId = Annotated[int, Field(ge=0, le=MAX_INT)]  # and below the vocabulary (the scheduler)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class StreamOptions(_Strict):
@@ -76,10 +80,10 @@ class _Generate(_Strict):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: str | Annotated[list[str], Field(max_length=16)] | None = None
-    seed: Annotated[int, Field(ge=0)] | None = None
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
     # the engine's own, beyond OpenAI
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
+    top_k: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    repetition_penalty: Annotated[float, Field(ge=MIN_PENALTY, le=10)] | None = None
     # accepted, changes nothing
     user: str | None = None
     metadata: dict[str, str] | None = None
@@ -182,9 +186,11 @@ class ChatRequest(_Generate):
 class CompletionRequest(_Generate):
     """POST /v1/completions: one prompt or several, as text or token ids."""
 
-    prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: Annotated[int, Field(ge=0)] | None = None  # 0: only the prompt (with echo)
+    prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
+    max_tokens: Annotated[int, Field(ge=0, le=MAX_INT)] | None = (
+        None  # 0: only the prompt (with echo)
+    )
     logprobs: TopLogprobs | None = None  # the chosen token's and this many most likely
     echo: bool | None = None  # the answer opens with the prompt (and its logprobs)
     suffix: str | None = None
-    best_of: Annotated[int, Field(ge=1)] | None = None
+    best_of: Annotated[int, Field(ge=1, le=64)] | None = None
