@@ -17,9 +17,11 @@ fi
 $PIP install --quiet -e ".[dev${EXTRAS:+,$EXTRAS}]"
 # The web chat's browser test drives Debian's Chromium through Playwright (Playwright's own
 # browser download cannot reach its CDN here), so install the system package if it is missing.
+# Optional system tools never fail the setup: a failed install prints what it costs, and goes on.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+  echo "installing Debian's chromium with apt-get (the web chat's browser tests drive it) ..."
   { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } \
     >/dev/null 2>&1 || echo "warning: could not install Debian's chromium; tests/serve/test_webchat.py needs it" >&2
 fi
@@ -28,6 +30,7 @@ fi
 if { ! command -v espeak-ng || ! command -v tesseract; } >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+  echo "installing Debian's espeak-ng and tesseract-ocr with apt-get (spoken answers, a second OCR engine) ..."
   { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng tesseract-ocr; } \
     >/dev/null 2>&1 || echo "warning: could not install Debian's espeak-ng/tesseract-ocr; tests/audio and tests/vision need them" >&2
 fi

@@ -32,6 +32,8 @@ def run_cli(*args, env_home=None, input_text=None):
         (["chat", "./missing/dir", "--prompt", "hi"], "no such file or folder"),
         (["models", "show", "nope"], "no artifact named 'nope'"),
         (["models", "rm", "nope"], "no artifact named 'nope'"),
+        # a prompt that holds "--debug" is text, not lmforge's --debug
+        (["chat", "no-such-model", "--prompt", "--debug"], "no artifact or path named"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, lmforge_home):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -357,7 +358,7 @@ def eval_cmd(
     """
     from lmforge.evaluate import report
 
-    if models[0] == "compare":
+    if models[0] == "compare" and len(models) > 1:  # alone, "compare" is an artifact's name
         docs = report.load_results(models[1:], suite)
         report.print_compare(docs)
         if html:
@@ -921,7 +922,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=args, prog_name="lmforge", standalone_mode=False)
     except LmforgeError as e:
-        if "--debug" in args:
+        # lmforge's own --debug comes before the command: a prompt holding "--debug" is text
+        if "--debug" in itertools.takewhile(lambda a: a.startswith("-"), args):
             raise
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)

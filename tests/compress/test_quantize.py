@@ -101,7 +101,10 @@ def test_bad_input_fails_before_any_work(base):
     with pytest.raises(LmforgeError, match="unknown quantization type"):
         quantize(base, "bad", QuantizeConfig(type="int3"))
     with pytest.raises(LmforgeError, match="does not divide"):
-        quantize(base, "bad", QuantizeConfig(type="int4", group_size=48))  # hidden 64
+        quantize(base, "bad", QuantizeConfig(type="int4", group_size=128))  # hidden 64
+    for group in (48, 16, 2):  # sizes the int4 kernels refuse: before any weight is read
+        with pytest.raises(LmforgeError, match="use one of 32, 64, 128, 256"):
+            quantize(base, "bad", QuantizeConfig(type="int4", group_size=group))
     assert not Store().exists("bad")
     quantize(base, "q8", QuantizeConfig())
     with pytest.raises(LmforgeError, match="already exists"):
@@ -120,7 +123,7 @@ def test_cli_quantize_then_generate(base, capsys):
         main(["quantize", base, "--type", "int4", "--group-size", "5", "--out", "x"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "does not divide" in err and len(err.strip().splitlines()) == 1
+    assert "invalid int4 group size 5" in err and len(err.strip().splitlines()) == 1
 
 
 def test_eval_flag_scores_the_new_artifact_for_the_frontier(base, capsys):

@@ -22,6 +22,10 @@ def test_compiled_step_matches_eager(tiny_tokenizer, model_factory, dtype, tol):
         assert float((le - lc).abs().max()) <= tol * float(scale)
     assert cc.pos == ce.pos == 11
     assert torch.allclose(ce.k[0][:, :, :11], cc.k[0][:, :, :11], atol=tol * 10)
+    import torch._inductor.config as inductor
+
+    # the compile's settings went with it: the process's inductor config is as it was
+    assert not inductor.freezing and not inductor.max_autotune
 
 
 def test_compile_refuses_other_dtypes(tiny_tokenizer, model_factory):

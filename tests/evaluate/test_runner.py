@@ -82,6 +82,9 @@ def test_cli_eval_and_compare_html(tiny_model_dir, tmp_path, capsys):
     doc = json.loads((Store().get("a").path / "evals" / "core.json").read_text())
     assert doc["decode"]["decode_tok_s"] > 0 and len(doc["decode"]["runs"]) == 3
     assert doc["decode"]["energy_per_token_j"] > 0 and doc["size_mb"] > 0
+    lmforge.import_model(tiny_model_dir, "compare")  # alone, "compare" names an artifact
+    main(["eval", "compare", "--suite", "core", "--limit", "1", "--metrics", "accuracy"])
+    assert (Store().get("compare").path / "evals" / "core.json").is_file()
 
 
 def doc(label, acc, tok_s, size):
@@ -186,3 +189,11 @@ def test_progress_carries_a_running_accuracy(tiny_artifact):
     assert sum(c[2] for c in calls) == len(originals)
     assert sum(c[1] for c in calls) == sum(r["correct"] for r in originals)
     assert all(r["latency_s"] > 0 for r in records)
+
+
+@pytest.mark.parametrize("limit", [0, -3, 1.5, True])
+def test_a_limit_that_is_not_a_positive_count_is_refused(limit):
+    """`--limit 0` once evaluated everything, and a negative one silently dropped items."""
+    with pytest.raises(LmforgeError, match="invalid limit"):
+        EvalConfig(limit=limit)
+    assert EvalConfig(limit=3).limit == 3 and EvalConfig().limit is None

@@ -34,6 +34,14 @@ def test_import_then_load_by_name_matches_the_source(tiny_model_dir):
     assert by_name.artifact.name == "tiny"
 
 
+def test_allow_download_still_loads_store_names_and_paths(tiny_model_dir):
+    """Only a hub id (org/name) would be fetched; a store name or a local folder loads as
+    it does without the option (the download branch once ran before the store lookup)."""
+    lmforge.import_model(tiny_model_dir, "tiny-dl")
+    assert lmforge.load("tiny-dl", allow_download=True).artifact.name == "tiny-dl"
+    assert lmforge.load(str(tiny_model_dir), allow_download=True).name
+
+
 def test_chat_uses_the_template_and_streams(tiny_model_dir):
     model = lmforge.load(str(tiny_model_dir))
     msgs = [{"role": "user", "content": "hello"}]

@@ -25,13 +25,19 @@ MANIFEST = "quantization.json"
 TYPES = ("int8", "int4")
 
 
+INT4_GROUPS = (32, 64, 128, 256)  # the group sizes of torch's int4 matmul kernels
+
+
 @dataclass
 class QuantizeConfig:
     """What `lmforge quantize` does; the CLI flags come from these fields."""
 
     type: str = field(default="int8", metadata={"help": "int8 (per channel) or int4 (grouped)."})
     group_size: int = field(
-        default=32, metadata={"help": "int4: input channels per scale (must divide every width)."}
+        default=32,
+        metadata={
+            "help": "int4: input channels per scale: 32, 64, 128 or 256, dividing every width."
+        },
     )
 
     def validate(self) -> QuantizeConfig:
@@ -39,9 +45,12 @@ class QuantizeConfig:
             raise InvalidInputError(
                 f"unknown quantization type {self.type!r}", f"use one of: {', '.join(TYPES)}"
             )
-        if not isinstance(self.group_size, int) or self.group_size < 2:
+        if self.type == "int4" and (
+            isinstance(self.group_size, bool) or self.group_size not in INT4_GROUPS
+        ):
             raise InvalidInputError(
-                f"invalid group size {self.group_size!r}", "use a positive even integer, e.g. 32"
+                f"invalid int4 group size {self.group_size!r}",
+                f"use one of {', '.join(map(str, INT4_GROUPS))} (what PyTorch's int4 kernels take)",
             )
         return self
 

@@ -164,18 +164,22 @@ def compile_steps(dec):
     """Compiled decode steps for `dec` (call outside inference mode): `step(tok, cache) ->
     logits` for one row, and `rows_step(tok, slot_cache, bias) -> hidden` for the rows of a
     SlotCache (see `CompiledStep.forward_rows`). Each compiles on its first call."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    # inductor's C++ templates for the int8/int4 weight-only products need AVX512; on an AVX2
-    # CPU they offer no choice at all, so there the ATen kernels are allowed too
+    # inductor's settings go with each compile (options), never into the process's config:
+    # weights are frozen into the graphs; inductor's C++ templates for the int8/int4
+    # weight-only products need AVX512, and on an AVX2 CPU they offer no choice at all, so
+    # there the ATen kernels are allowed too
     avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-    inductor_config.max_autotune_gemm_backends = "CPP" if avx512 else "CPP,ATEN"
+    one_row = {
+        "freezing": True,
+        "max_autotune": True,  # what mode="max-autotune-no-cudagraphs" sets on a CPU
+        "triton.cudagraphs": False,
+        "max_autotune_gemm_backends": "CPP" if avx512 else "CPP,ATEN",
+    }
     module = CompiledStep(dec).eval()
-    fn = torch.compile(module.forward, dynamic=True, mode="max-autotune-no-cudagraphs")
-    # the rows step: default mode (its row count varies; the templates want a fixed one, and
+    fn = torch.compile(module.forward, dynamic=True, options=one_row)
+    # the rows step: no autotuning (its row count varies; the templates want a fixed one, and
     # autotuning each product doubled the compile time for no gain, measured)
-    fn_rows = torch.compile(module.forward_rows, dynamic=True)
+    fn_rows = torch.compile(module.forward_rows, dynamic=True, options={"freezing": True})
 
     def step(tok: torch.Tensor, cache) -> torch.Tensor:
         logits = fn(tok, cache.k, cache.v, cache.pos)

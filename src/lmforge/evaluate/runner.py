@@ -63,6 +63,19 @@ class EvalConfig:
         default="default", metadata={"help": "Model name sent to the endpoint."}
     )
 
+    def __post_init__(self) -> None:
+        # limit 0 once meant "everything" and a negative one silently dropped items
+        for name, low in (("limit", 1), ("batch_size", 1), ("decode_tokens", 0)):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < low
+            ):
+                raise InvalidInputError(
+                    f"invalid {name}={value!r}",
+                    f"use a whole number >= {low}"
+                    + (" (or leave it out for every item)" if name == "limit" else ""),
+                )
+
 
 OPEN_ENDED = {"toxicity": "toxicity", "privacy": "privacy"}  # suite -> its metric family
 

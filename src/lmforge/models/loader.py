@@ -6,7 +6,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from lmforge.errors import InvalidInputError, NotFoundError
+from lmforge.errors import NotFoundError
 from lmforge.models import formats
 from lmforge.models.convert import import_model, read_hf
 from lmforge.models.default import DEFAULT_NAME, default_gguf_path
@@ -80,9 +80,10 @@ def load(
     """
     if dtype is not None:
         check_dtype(dtype)
-    if allow_download and name_or_path and not Path(str(name_or_path)).expanduser().exists():
-        if str(name_or_path).count("/") != 1:
-            raise InvalidInputError(f"{name_or_path!r} is not a hub id", "use the form org/name")
+    # only a hub id (org/name, not a local path) is fetched: store names and the default
+    # never contain a slash, so they are looked up as without allow_download
+    hub_id = name_or_path is not None and str(name_or_path).count("/") == 1
+    if allow_download and hub_id and not Path(str(name_or_path)).expanduser().exists():
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(name_or_path))
