@@ -282,6 +282,67 @@ def test_duplicates_serve_not_last_yaml_errors_and_top_keys(tmp_path):
     )
 
 
+def bomb(row: str) -> str:
+    """Nine anchors, each a list of nine aliases of the one before: 9**9 strings once built.
+
+    `row` places each anchor: "{name}: " as a top-level key, "  - " as a list item.
+    """
+    rows = [row.format(name="a") + "&a [x, x, x, x, x, x, x, x, x]"]
+    for before, name in zip("abcdefgh", "bcdefghi", strict=True):
+        rows.append(row.format(name=name) + f"&{name} [{', '.join([f'*{before}'] * 9)}]")
+    return "\n".join(rows) + "\n"
+
+
+STEP = "steps:\n  e:\n    step: evaluate\n    model: {model}\n"
+BOMBS = {
+    # under a key, and read by a step: building either value took gigabytes
+    "nested": "name: bomb\ndescription:\n" + bomb("  - ") + STEP.format(model="*i"),
+    # at the top level, read by a step, or by nothing (it was one line per unknown key)
+    "top": bomb("{name}: ") + "name: bomb\n" + STEP.format(model="*i"),
+    "top-unread": bomb("{name}: ") + "name: bomb\n" + STEP.format(model="nowhere"),
+}
+
+
+def run_limited(*args: str):
+    """`lmforge ARGS` in a process held to 2 GB of address space and 120 s: a bomb that
+    expands fails the test instead of eating the machine."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge.cli", *args],
+        capture_output=True, text=True, preexec_fn=limit, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("shape, line", [("nested", 4), ("top", 2), ("top-unread", 2)])
+def test_an_alias_bomb_is_one_line_at_once_through_the_cli(tmp_path, shape, line):
+    path = write(tmp_path, BOMBS[shape])
+    done = run_limited("run", "--dry-run", str(path))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"error: {path}:{line}: YAML alias *a: a recipe takes no YAML anchors (&) or aliases (*); "
+        "write each value out where it is used"
+    ]
+
+
+def test_an_anchor_alone_is_refused_too(tmp_path):
+    text = "name: x\nsteps:\n  a:\n    step: note\n    text: &t hi\n"
+    assert problems(tmp_path, text) == [
+        "5: YAML anchor &t: a recipe takes no YAML anchors (&) or aliases (*); "
+        "write each value out where it is used"
+    ]
+
+
+def test_a_recipe_nested_thousands_deep_is_one_line(tmp_path):
+    text = "name: x\nsteps: " + "[" * 5000 + "]" * 5000 + "\n"
+    assert problems(tmp_path, text) == ["1: nested too deeply to be a recipe"]
+
+
 def test_a_step_needing_a_missing_module_says_how_to_leave_it_out(tmp_path, monkeypatch):
     from dataclasses import replace
 

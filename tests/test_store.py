@@ -92,3 +92,68 @@ def test_every_artifact_records_its_energy_with_how_it_was_obtained(tmp_path):
     with store.create("own", step="tune") as draft:  # a step's own reading is kept
         draft.meta["energy"] = {"joules": 1.0, "method": "estimated", "note": "the step's"}
     assert store.get("own").meta["energy"]["note"] == "the step's"
+
+
+# -- temporary folders left by a writer that died ------------------------------------------
+
+WRITER = """
+import sys
+from lmforge.store import Store
+
+with Store(sys.argv[1]).create("held", step="import") as draft:
+    (draft.path / "part").write_text("being written")
+    print(draft.path, flush=True)
+    sys.stdin.readline()  # hold the draft open until the test says so
+"""
+
+
+def age(path, seconds: float = 3600) -> None:
+    """Set `path`'s modification time `seconds` into the past, as if written that long ago."""
+    import os
+    import time
+
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_folder_held_by_a_live_writer_survives_the_cleanup(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    store = Store(tmp_path)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        held = Path(writer.stdout.readline().strip())
+        assert held.parent == tmp_path and held.name.startswith(".tmp-held-")
+        age(held)  # old enough to go, were it abandoned: only the lock keeps it
+        assert store.remove_stale() == []
+        with store.create("other", step="import") as draft:  # a write cleans up too
+            (draft.path / "v").write_text("1")
+        assert (held / "part").read_text() == "being written"
+        writer.communicate("go\n", timeout=60)
+    finally:
+        writer.kill()
+    assert writer.returncode == 0
+    assert set(store.get("held").meta["hashes"]) == {"part"}  # the lock left nothing inside
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["held", "other"]
+
+
+def test_a_stale_unlocked_folder_goes_on_the_next_write_and_a_fresh_one_stays(tmp_path):
+    store = Store(tmp_path)
+    stale = tmp_path / ".tmp-dead-abc123"
+    (stale / "model").mkdir(parents=True)
+    (stale / "model" / "weights.bin").write_bytes(b"\x00" * 10)
+    age(stale)
+    fresh = tmp_path / ".tmp-starting-def456"  # its writer may not have locked it yet
+    fresh.mkdir()
+    with store.create("m", step="import") as draft:
+        (draft.path / "v").write_text("1")
+    assert not stale.exists()
+    assert fresh.is_dir()
+    age(fresh)
+    assert store.remove_stale() == [fresh]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

@@ -108,15 +108,19 @@ def load_recipe(
         text = path.read_text()
     except OSError as e:
         raise InvalidInputError(f"cannot read recipe {path}: {e}", "check the path") from e
-    loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()
+        _refuse_aliases(text, path)  # before any node is built, so nothing can expand
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else 1
         raise RecipeError(path, [(line, f"not valid YAML: {getattr(e, 'problem', e)}")]) from e
-    finally:
-        loader.dispose()
+    except RecursionError:  # thousands of nested [ or {: the parser's recursion runs out
+        raise RecipeError(path, [(1, "nested too deeply to be a recipe")]) from None
     problems: list[tuple[int, str]] = []
     if not isinstance(root, yaml.MappingNode):
         raise RecipeError(path, [(1, "a recipe is a mapping with `name:` and `steps:`")])
@@ -153,6 +157,37 @@ def load_recipe(
     if problems:
         raise RecipeError(path, problems)
     return recipe
+
+
+def _refuse_aliases(text: str, path: Path) -> None:
+    """Raise a one-line RecipeError at the first YAML alias (else anchor) in `text`.
+
+    A recipe needs neither, and aliases of aliases expand exponentially when a value is built
+    ("billion laughs": nine levels of nine take gigabytes), so the parser's events are read
+    without building anything and the first one found is the only problem reported.
+    """
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    anchor = None
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.AliasEvent):
+                line = event.start_mark.line + 1
+                raise RecipeError(path, [(line, f"YAML alias *{event.anchor}: {_NO_ALIASES}")])
+            if anchor is None and getattr(event, "anchor", None) is not None:
+                anchor = event
+    finally:
+        loader.dispose()
+    if anchor is not None:
+        line = anchor.start_mark.line + 1
+        raise RecipeError(path, [(line, f"YAML anchor &{anchor.anchor}: {_NO_ALIASES}")])
+
+
+_NO_ALIASES = (
+    "a recipe takes no YAML anchors (&) or aliases (*); write each value out where it is used"
+)
 
 
 def _construct(node):
