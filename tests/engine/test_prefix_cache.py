@@ -1,5 +1,6 @@
-"""Prompt caching: a prompt that opens like an earlier one reuses its keys and values, and
-computes exactly what it computes without the cache."""
+"""Prompt caching: a prompt that opens like an earlier one reuses the keys and values of its
+whole prefill chunks, and computes exactly what it computes without the cache (bit-exactness
+at every weight type: test_prefix_cache_exact.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from lmforge.engine.prefix_cache import PrefixCache
 from lmforge.engine.scheduler import Scheduler, _SlotRows
 from lmforge.store import Store
 
-SYSTEM = [5, 9, 30, 7, 11, 3, 12, 13]  # a shared opening, like a system prompt
-PROMPTS = [SYSTEM + [40, 41], SYSTEM + [42, 43, 44], SYSTEM[:5] + [8], SYSTEM + [40, 41]]
+# a shared opening of 150 tokens, like a system prompt: two whole chunks of 64 and a part
+SYSTEM = [(7 * i) % 250 + 5 for i in range(150)]
+PROMPTS = [SYSTEM + [40, 41], SYSTEM + [42, 43, 44], SYSTEM[:70] + [8], SYSTEM + [40, 41]]
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +26,8 @@ def decoder(model_factory, tiny_tokenizer):
 
 
 def test_restored_prefix_gives_the_same_logits_and_keys(decoder):
-    cached = _SlotRows(decoder, 4, 64, cache_bytes=2**20)
-    plain = _SlotRows(decoder, 4, 64)
+    cached = _SlotRows(decoder, 4, 256, cache_bytes=2**20)
+    plain = _SlotRows(decoder, 4, 256)
     with torch.inference_mode():
         hits = []
         for prompt in PROMPTS:
@@ -33,41 +35,48 @@ def test_restored_prefix_gives_the_same_logits_and_keys(decoder):
             want, none = plain.add(prompt, 8)
             assert none == 0
             hits.append(hit)
-            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-    # the first prompt computes everything; the next ones reuse the common opening; a prompt
-    # seen before reuses all but its last token (its logits must be computed)
-    assert hits == [0, len(SYSTEM), 5, len(PROMPTS[3]) - 1]
+            assert torch.equal(got, want)
+    # the first prompt computes everything and leaves its 128 tokens of whole chunks; the next
+    # ones reuse the whole chunks of their common opening (128, then 64 of 70); a prompt seen
+    # before reuses the same 128 (its last token is always computed, for its logits)
+    assert hits == [0, 128, 64, 128]
     assert cached.cache.lengths[:4] == plain.cache.lengths[:4] == [len(p) for p in PROMPTS]
     for layer in range(len(decoder.layers)):
         for row, prompt in enumerate(PROMPTS):
             n = len(prompt)
-            torch.testing.assert_close(
-                cached.cache.k[layer][row, :, :n], plain.cache.k[layer][row, :, :n], atol=1e-5,
-                rtol=0,
-            )  # fmt: skip
+            assert torch.equal(cached.cache.k[layer][row, :, :n], plain.cache.k[layer][row, :, :n])
+            assert torch.equal(cached.cache.v[layer][row, :, :n], plain.cache.v[layer][row, :, :n])
 
 
 def test_memory_bound_and_extended_prompts(decoder):
-    rows = _SlotRows(decoder, 8, 64)
+    rows = _SlotRows(decoder, 8, 256)
     per_token = 2 * sum(t[0, :, 0].numel() * t.element_size() for t in rows.cache.k)
-    store = PrefixCache(max_bytes=30 * per_token)
+    store = PrefixCache(max_bytes=256 * per_token)
+
+    def add(prompt):
+        rows.add(prompt, 4)
+        store.store(rows.cache, rows.cache.n - 1, prompt)
+
+    def kept():
+        return {len(key[1]): key[1] for key in store._entries}
+
     with torch.inference_mode():
-        for prompt in ([1, 2, 3, 4], [1, 2, 3, 4, 5, 6], [20, 21, 22, 23, 24, 25, 26, 27, 28]):
-            rows.add(prompt, 4)
-            store.store(rows.cache, rows.cache.n - 1, prompt)
-        # [1, 2, 3, 4] is a prefix of the second prompt: only the longer one is kept
-        assert len(store) == 2 and store.bytes == 15 * per_token
-        long = list(range(30, 46))  # 16 tokens: over half the budget, never stored
-        rows.add(long, 4)
-        store.store(rows.cache, rows.cache.n - 1, long)
+        add(list(range(1, 64)))  # 63 tokens: no whole chunk, nothing stored
+        assert len(store) == 0
+        first = list(range(1, 65))
+        add(first)
+        add(first + list(range(100, 166)))  # 130 tokens: its 128 extend the first 64
+        add(list(range(200, 270)))  # 70 tokens: 64 kept
+        # the first prompt's chunk is a prefix of the second's two: only those are kept
+        assert sorted(kept()) == [64, 128] and store.bytes == 192 * per_token
+        add([3] * 200)  # 192 tokens of whole chunks: over half the budget, never stored
         assert len(store) == 2
-        for start in (50, 60):  # 9 + 9 more tokens: the oldest entries leave
-            prompt = list(range(start, start + 9))
-            rows.add(prompt, 4)
-            store.store(rows.cache, rows.cache.n - 1, prompt)
+        add([4] * 64)  # 256 tokens in all: the budget exactly
+        assert store.bytes == 256 * per_token
+        add([5] * 64)  # one chunk more: the oldest entry (128 tokens) leaves
         assert store.bytes <= store.max_bytes
-        assert (tuple(range(50, 59)) in {k[1] for k in store._entries}) is True
-        assert (tuple([1, 2, 3, 4, 5, 6]) in {k[1] for k in store._entries}) is False
+        assert tuple([5] * 64) in {key[1] for key in store._entries}
+        assert 128 not in kept()
 
 
 def test_scheduler_outputs_equal_with_and_without_the_cache(decoder, tiny_tokenizer):
@@ -97,13 +106,13 @@ def test_adapters_never_share_cached_prompts(model_factory, tiny_tokenizer, tmp_
         )
     dec = NativeDecoder(base)
     adapter = LoraAdapter.read(store.get("a").path / "adapter", dec, "a")
-    rows, plain = _SlotRows(dec, 4, 64, cache_bytes=2**20), _SlotRows(dec, 4, 64)
+    rows, plain = _SlotRows(dec, 4, 256, cache_bytes=2**20), _SlotRows(dec, 4, 256)
     with torch.inference_mode():
         assert rows.add(PROMPTS[0], 4)[1] == 0  # base
         got, hit = rows.add(PROMPTS[0], 4, adapter)
         assert hit == 0  # the base's keys are not the adapter's
         torch.testing.assert_close(got, plain.add(PROMPTS[0], 4, adapter)[0], atol=1e-5, rtol=0)
-        assert rows.add(PROMPTS[1], 4, adapter)[1] == len(SYSTEM)
+        assert rows.add(PROMPTS[1], 4, adapter)[1] == 128
 
 
 def test_prompt_adapter_prefix_stays_in_front(llama, bpe_tokenizer):

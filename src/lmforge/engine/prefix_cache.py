@@ -2,11 +2,18 @@
 same way (a shared system prompt, a conversation's earlier turns, a few-shot preamble).
 
 Attention is causal, so the keys and values at a position depend only on the tokens up to
-it: a new prompt whose first m tokens equal a stored prompt's takes those m positions from
-the store and prefills only the rest. Entries are whole prompts in least-recently-used order,
-bounded in bytes; a lookup takes the longest common prefix over them (token-exact, as
-llama.cpp's server reuses a slot's prompt; vLLM hashes fixed blocks instead, which only
-matches whole blocks). At least one prompt token is always computed, for its logits.
+it: a new prompt whose first m tokens equal a stored prompt's takes those positions from the
+store and prefills only the rest. The engine prefills in chunks that end at multiples of
+`PREFILL_CHUNK` (64) positions (engine/native.py), and this store keeps and restores whole
+chunks only: a prompt's opening up to its last chunk boundary is stored, and a hit restores
+up to the last boundary within the common prefix, so the chunks prefilled after a hit are
+the very computations (the same queries over the same keys) a fresh prefill runs, and the
+logits are the same bits with the cache as without it. (Token-exact reuse, as llama.cpp's
+server does, prefills the rest as one block whose attention rounds otherwise: at int8 that
+changed greedy answers. vLLM matches whole blocks too.) A hit thus reuses up to 63 tokens
+fewer than the common prefix, and a prompt is stored from 64 tokens and served from 65 (at
+least one prompt token is always computed, for its logits). Entries are prompt openings in least-recently-used order, bounded in bytes; a lookup takes
+the longest common prefix over them.
 
 A LoRA adapter changes keys and values, so an entry only serves prompts of the same adapter.
 Entries keep their adapter object alive, so `id(adapter)` cannot be reused while they exist.
@@ -20,6 +27,7 @@ from collections import OrderedDict
 import torch
 
 from lmforge.engine.kv_cache import SlotCache
+from lmforge.engine.native import PREFILL_CHUNK
 
 
 class PrefixCache:
@@ -27,6 +35,7 @@ class PrefixCache:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
+        self.chunk = PREFILL_CHUNK  # entries and hits end at multiples of this many positions
         self.bytes = 0
         self.hits = 0  # prompt tokens taken from the cache, in total
         # (adapter id, prompt tokens) -> (adapter, kv (n_layers, 2, n_kv, T, head_dim))
@@ -34,21 +43,26 @@ class PrefixCache:
             OrderedDict()
         )
 
+    def _whole(self, start: int, n: int) -> int:
+        """How many of n tokens from position `start` lie before the last chunk boundary."""
+        return max((start + n) // self.chunk * self.chunk - start, 0)
+
     def restore(self, cache: SlotCache, row: int, prompt: list[int], adapter=None) -> int:
-        """Copy the longest stored prefix of `prompt` into `row` (just opened, holding only a
-        prompt adapter's prefix) and advance the row past it; the tokens restored."""
+        """Copy the longest stored prefix of `prompt`, cut at a chunk boundary, into `row`
+        (just opened, holding only a prompt adapter's prefix) and advance the row past it;
+        the tokens restored."""
         best, best_len, tokens = None, 0, tuple(prompt)
         for key in self._entries:
             if key[0] == id(adapter):
                 n = len(os.path.commonprefix([key[1], tokens]))
                 if n > best_len:
                     best, best_len = key, n
-        n = min(best_len, len(prompt) - 1)
+        start = cache.lengths[row]
+        n = self._whole(start, min(best_len, len(prompt) - 1))
         if n <= 0:
             return 0
         self._entries.move_to_end(best)
         kv = self._entries[best][1]
-        start = cache.lengths[row]
         for layer in range(len(cache.k)):
             cache.k[layer][row, :, start : start + n] = kv[layer, 0, :, :n]
             cache.v[layer][row, :, start : start + n] = kv[layer, 1, :, :n]
@@ -58,12 +72,16 @@ class PrefixCache:
         return n
 
     def store(self, cache: SlotCache, row: int, prompt: list[int], adapter=None) -> None:
-        """Keep the keys and values of `prompt`, just prefilled into `row`."""
-        key = (id(adapter), tuple(prompt))
-        if key in self._entries:
-            self._entries.move_to_end(key)
+        """Keep the keys and values of `prompt`'s whole chunks, just prefilled into `row`."""
+        start = cache.prefix_len
+        n = self._whole(start, len(prompt))
+        if n <= 0:
             return
-        start, n = cache.prefix_len, len(prompt)
+        key = (id(adapter), tuple(prompt[:n]))
+        for known in self._entries:  # a stored prompt that extends this one holds it already
+            if known[0] == key[0] and len(known[1]) >= n and known[1][:n] == key[1]:
+                self._entries.move_to_end(known)
+                return
         per_token = 2 * sum(t[0, :, 0].numel() * t.element_size() for t in cache.k)
         if n * per_token > self.max_bytes // 2:  # one long prompt would flush everything
             return
