@@ -42,7 +42,7 @@ def build_variants(args, store) -> dict[str, str]:
     from lmforge.compress.distill import DistillConfig, distill
     from lmforge.compress.prune import PruneConfig, prune
     from lmforge.compress.quantize import QuantizeConfig, quantize
-    from lmforge.models.loader import ensure_default
+    from lmforge.models.sources import ensure_default
 
     base = ensure_default(store).name
     recipes = {  # label: (artifact, how to build it)

@@ -7,7 +7,7 @@ Every engine trains a fresh LoRA (r 16, alpha 32, no dropout, every linear layer
 blocks) on the embedded SmolLM2-135M-Instruct, for one epoch over the same preference pairs,
 with the same batch, sequence length, beta, learning rate and torch threads, in fp32 (trl
 is given `bf16=False`: on a CPU its default is bf16 autocast). The pairs are
-written from the quickstart domain (`lmforge.tune.quickstart`): the question of a fact,
+written from the quickstart domain (`lmforge.quickstart`): the question of a fact,
 the sentence that states it (chosen), and the same sentence with a wrong value (rejected).
 Two shapes: `short` replies (the sentence alone, so the chat prompt is most of each
 sequence) and `long` replies (the sentence followed by three more of the manual's, so
@@ -49,10 +49,10 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from lmforge.models.convert import read_hf  # noqa: E402
-from lmforge.models.loader import resolve  # noqa: E402
+from lmforge.models.sources import resolve  # noqa: E402
+from lmforge.quickstart import FACTS, POOLS, sentence  # noqa: E402
 from lmforge.tune import dpo  # noqa: E402
 from lmforge.tune.methods import linear_names  # noqa: E402
-from lmforge.tune.quickstart import FACTS, POOLS, sentence  # noqa: E402
 from lmforge.tune.trainer import Trainer, TuneConfig  # noqa: E402
 
 ENGINES = ["lmforge", "trl", "trl_precompute"]

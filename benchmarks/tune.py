@@ -361,9 +361,9 @@ def prepare(folder: Path, seq_len: int, batch: int, rows: int | None) -> dict:
     """
     from transformers import AutoTokenizer
 
-    from lmforge.models.loader import resolve
+    from lmforge.models.sources import resolve
+    from lmforge.quickstart import build_train
     from lmforge.tune import data as tdata
-    from lmforge.tune.quickstart import build_train
 
     model_dir, name, artifact = resolve(None)
     home = folder / "home"
@@ -385,7 +385,7 @@ def prepare(folder: Path, seq_len: int, batch: int, rows: int | None) -> dict:
         "data": str(data),
         "rows": rows,
         "dataset": {
-            "source": "lmforge.tune.quickstart.build_train() (chat)",
+            "source": "lmforge.quickstart.build_train() (chat)",
             "examples": stats.examples,
             "tokens": stats.tokens,
             "supervised_tokens": stats.supervised,

@@ -142,7 +142,7 @@ def chat(
     if audio:
         prompt = _heard(audio, asr_model, prompt)
     if images:
-        from lmforge.vision.images import load_image
+        from lmforge.models.images import load_image
 
         images = [load_image(path) for path in images]  # bad files fail before the model loads
     m = _load(model, dtype, compile_)
@@ -906,8 +906,8 @@ def _zero_shot_eval(model_dir, task, template, out) -> None:
     from pathlib import Path
 
     from lmforge.evaluate.runner import write_result
+    from lmforge.evaluate.zero_shot import evaluate_zero_shot
     from lmforge.vision.clip import ClipModel
-    from lmforge.vision.zero_shot import evaluate_zero_shot
 
     model = ClipModel.load(model_dir)
     doc = evaluate_zero_shot(model, task, template)

@@ -26,7 +26,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lmforge.energy import EnergyMeter
 from lmforge.errors import InvalidInputError, NotFoundError
+from lmforge.io import write_text_atomic
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _TMP_PREFIX = ".tmp-"
@@ -181,10 +183,7 @@ class Store:
                 )
                 started = time.perf_counter()
                 # Every step records its energy: the step's own reading if it took one (tune,
-                # distill), else this one over the whole block. Imported here: the meter lives
-                # with the efficiency metric, which store users need not load.
-                from lmforge.evaluate.metrics.efficiency import EnergyMeter
-
+                # distill), else this one over the whole block.
                 meter = EnergyMeter().__enter__()
                 yield draft
                 total = round(time.perf_counter() - started, 3)
@@ -314,9 +313,4 @@ def _same_folder(path: str, fd: int) -> bool:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))

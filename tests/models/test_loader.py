@@ -7,7 +7,7 @@ import torch
 import lmforge
 from lmforge import LmforgeError, Store
 from lmforge.models.default import default_gguf_path
-from lmforge.models.loader import gguf_artifact_name
+from lmforge.models.sources import gguf_artifact_name
 
 
 def test_load_hf_folder_generates(tiny_model_dir):

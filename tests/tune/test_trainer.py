@@ -93,7 +93,8 @@ def test_resume_after_interruption_equals_uninterrupted_run(base, chat_file, mon
 
 
 def test_merge_gives_the_adapter_on_base_logits(base, chat_file):
-    from lmforge.tune.merge import apply_adapter, merge
+    from lmforge.models.adapters import apply_adapter
+    from lmforge.tune.merge import merge
 
     run(base, chat_file, out="ad", method="lora")
     store = Store()

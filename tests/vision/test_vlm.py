@@ -33,7 +33,7 @@ def pngs(tmp_path_factory):
 
 
 def test_is_vlm(vlm_dir, tiny_model_dir):
-    from lmforge.vision.vlm import is_vlm, is_vlm_folder
+    from lmforge.models.vlm import is_vlm, is_vlm_folder
 
     assert is_vlm_folder(vlm_dir) and not is_vlm_folder(tiny_model_dir)
     assert not is_vlm({"model_type": "clip", "text_config": {}, "vision_config": {}})

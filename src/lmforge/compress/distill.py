@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmforge import quickstart
+from lmforge.energy import EnergyMeter
 from lmforge.errors import InvalidInputError, LmforgeError, NotFoundError, check_known
 from lmforge.store import Artifact, Store, check_name
 
@@ -241,10 +243,9 @@ def distill(
     from transformers import AutoConfig, AutoTokenizer
 
     from lmforge.compress import student as st
-    from lmforge.evaluate.metrics.efficiency import EnergyMeter
     from lmforge.models.convert import read_hf
-    from lmforge.models.loader import resolve
     from lmforge.models.model import Model
+    from lmforge.models.sources import resolve
     from lmforge.tune import data as tdata
     from lmforge.tune.attention import using_packed_attention
     from lmforge.tune.checkpoint import file_digest, run_dir
@@ -283,9 +284,7 @@ def distill(
     if config.prompts is not None:
         prompts = read_prompts(config.prompts)
     elif data == "quickstart":  # the bundled fictional-product chat set
-        from lmforge.tune.quickstart import write
-
-        data = str(write(run_dir(out) / "quickstart")[0])
+        data = str(quickstart.write(run_dir(out) / "quickstart")[0])
     else:
         tdata.detect_format(Path(data))  # a missing or malformed file stops here
 

@@ -92,7 +92,7 @@ def export(
 
     from lmforge.models import formats
     from lmforge.models.convert import read_hf
-    from lmforge.models.loader import resolve
+    from lmforge.models.sources import resolve
 
     started = time.perf_counter()
     type = _check_options(format, type)

@@ -233,7 +233,7 @@ def prune(
     from transformers import AutoConfig
 
     from lmforge.models.convert import read_hf
-    from lmforge.models.loader import resolve
+    from lmforge.models.sources import resolve
 
     store = store or Store()
     config.validate()

@@ -23,14 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import InvalidInputError
+from lmforge.quickstart import FACTS, sentence
 
 BATCH = 4  # calibration rows per forward pass
 
 
 def default_texts() -> list[str]:
     """Project-written calibration text: the quickstart manual's questions and answers."""
-    from lmforge.tune.quickstart import FACTS, sentence
-
     return [f"{fact.train_question} {sentence(fact)}" for fact in FACTS]
 
 

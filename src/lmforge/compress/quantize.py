@@ -1,13 +1,8 @@
 """`lmforge quantize`: weight-only int8 / int4 artifacts, stored as the engine runs them.
 
-A quantized artifact's `model/` folder holds `config.json`, the tokenizer, and
-`model.safetensors` with, for every linear layer of the decoder and the LM head, the
-integers and scales of `engine.quant_linear.QuantizedWeight` (`<module>.q`, `.scale`, and
-`.zero` for int4, whose 4-bit values are packed two to a byte), the embedding as int8 rows
-(or nothing, when it is tied to the LM head, which is int8 at either type), and norms and biases in fp32.
-`quantization.json` says what is there. Loading gives the engine those very integers
-(bit-exact: nothing is re-quantized), and `transformers` a model with the dequantized
-weights, so that every other step (eval, tune, export) works on what the kernels compute.
+The step quantizes every decoder linear and the LM head with the engine's own
+`engine.quant_linear.quantize_weight` and writes the folder described in
+`models.quantized` (the format `lmforge.load` reads back, bit-exact).
 """
 
 from __future__ import annotations
@@ -19,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import InvalidInputError
+from lmforge.models.quantized import is_quantized, save_quantized
 from lmforge.store import Artifact, Store
 
-MANIFEST = "quantization.json"
 TYPES = ("int8", "int4")
 
 
@@ -53,10 +48,6 @@ class QuantizeConfig:
                 f"use one of {', '.join(map(str, INT4_GROUPS))} (what PyTorch's int4 kernels take)",
             )
         return self
-
-
-def is_quantized(folder: Path) -> bool:
-    return (folder / MANIFEST).is_file()
 
 
 def linear_names(model) -> list[str]:
@@ -106,87 +97,6 @@ def quantize_model(model, qc: QuantizeConfig) -> dict:
     return parts
 
 
-def _pack_nibbles(q):  # (out, in) values 0..15 -> (out, in / 2) uint8
-    return (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
-
-
-def _unpack_nibbles(packed):
-    import torch
-
-    out = torch.empty(packed.shape[0], packed.shape[1] * 2, dtype=torch.uint8)
-    out[:, 0::2], out[:, 1::2] = packed & 0x0F, packed >> 4
-    return out
-
-
-def save_quantized(model, tokenizer, parts: dict, qc: QuantizeConfig, folder: Path) -> None:
-    """Write the quantized folder described at the top of this module."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for name, qw in parts.items():
-        tensors[f"{name}.q"] = _pack_nibbles(qw.q) if qw.kind == "int4" else qw.q
-        tensors[f"{name}.scale"] = qw.scale.contiguous()
-        if qw.zero is not None:
-            tensors[f"{name}.zero"] = qw.zero.contiguous()
-    quantized = {f"{n}.weight" for n in parts} | {"model.embed_tokens.weight", "lm_head.weight"}
-    for key, value in model.state_dict().items():
-        if key not in quantized:
-            tensors[key] = value.detach().float().contiguous()
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "lmforge-quant"})
-    model.config.save_pretrained(folder)
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    manifest = {
-        "type": qc.type,
-        "group_size": qc.group_size if qc.type == "int4" else None,
-        "modules": {n: {"kind": qw.kind, "group_size": qw.group_size} for n, qw in parts.items()},
-    }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def read_quantized(folder: Path):
-    """(transformers model with dequantized weights, tokenizer, {name: QuantizedWeight}, type)."""
-    import torch
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from lmforge.engine.quant_linear import QuantizedWeight
-
-    manifest = json.loads((folder / MANIFEST).read_text())
-    tensors = load_file(str(folder / "model.safetensors"))
-    parts = {}
-    for name, info in manifest["modules"].items():
-        q = tensors.pop(f"{name}.q")
-        parts[name] = QuantizedWeight(
-            info["kind"],
-            _unpack_nibbles(q) if info["kind"] == "int4" else q,
-            tensors.pop(f"{name}.scale"),
-            tensors.pop(f"{name}.zero", None),
-            info["group_size"],
-        )
-    config = AutoConfig.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    state = dict(tensors)
-    for name, qw in parts.items():
-        state[f"{name}.weight"] = qw.dequantize()
-    if "model.embed_tokens" not in parts:  # tied to the int8 LM head
-        state["model.embed_tokens.weight"] = state["lm_head.weight"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-    if missing or unexpected:
-        from lmforge.errors import ModelLoadError
-
-        raise ModelLoadError(
-            f"{folder} does not match its config (missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]})",
-            "re-run lmforge quantize",
-        )
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    return model.eval(), tokenizer, parts, manifest["type"]
-
-
 def quantize(
     model: str | Path | None,
     out: str,
@@ -197,7 +107,7 @@ def quantize(
 ) -> Artifact:
     """Quantize `model` (name, path, or None = default) into the artifact `out`."""
     from lmforge.models.convert import read_hf
-    from lmforge.models.loader import resolve
+    from lmforge.models.sources import resolve
     from lmforge.store import check_name
 
     qc = (config or QuantizeConfig()).validate()
@@ -230,7 +140,7 @@ def quantize(
     with store.create(
         out, step="quantize", parent=name, config=asdict(qc), overwrite=overwrite
     ) as draft:
-        save_quantized(source, tokenizer, parts, qc, draft.model_dir)
+        save_quantized(source, tokenizer, parts, qc.type, qc.group_size, draft.model_dir)
         draft.meta["timings"]["quantize_s"] = round(time.perf_counter() - started, 3)
         draft.meta["params"] = params
     return store.get(out)

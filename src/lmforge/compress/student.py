@@ -116,7 +116,7 @@ def check_student(spec: str, teacher_cfg, teacher_tok, store: Store) -> tuple[Pa
     vocabulary size are checked against the teacher's; no weights are read."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from lmforge.models.loader import resolve
+    from lmforge.models.sources import resolve
 
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".json":

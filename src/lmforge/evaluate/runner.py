@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from lmforge.energy import EnergyMeter
 from lmforge.errors import InvalidInputError
 from lmforge.evaluate.task import Item, Task, build_items, load_task
 
@@ -383,7 +384,7 @@ def evaluate(model, config: EvalConfig) -> dict[str, Any]:
     )
 
     from lmforge.evaluate.metrics import METRICS, compute_all
-    from lmforge.evaluate.metrics.efficiency import EnergyMeter, peak_memory_mb
+    from lmforge.evaluate.metrics.efficiency import peak_memory_mb
     from lmforge.store import versions
 
     if config.metrics:

@@ -128,7 +128,8 @@ def load_task(path: str | Path) -> Task:
         ) from e
     if not isinstance(raw, dict):
         raise InvalidInputError(
-            f"{path}: a task file must be a mapping of keys", "see the task format in the README"
+            f"{path}: a task file must be a mapping of keys",
+            "see the task format in docs/evaluate.md",
         )
     lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if node is not None else {}
     if "output_type" in raw or "doc_to_text" in raw:

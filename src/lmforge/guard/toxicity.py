@@ -1,18 +1,17 @@
-"""The output toxicity check: the evaluation's MiniLM toxicity scorer, reused as a detector."""
+"""The output toxicity check: the MiniLM toxicity scorer (`toxicity_classifier`) as a detector."""
 
 from __future__ import annotations
 
 from lmforge.guard.detectors import register
 from lmforge.guard.finding import Finding
+from lmforge.guard.toxicity_classifier import score
 
 THRESHOLD = 0.5  # the threshold the scorer's held-out precision and recall are quoted at
 
 
 @register("toxicity", "toxicity", needs_embeddings=True)
 def find_toxic(text: str) -> list[Finding]:
-    """Toxic language (`lmforge.evaluate.toxicity_classifier`, P(toxic) >= 0.5)."""
-    from lmforge.evaluate.toxicity_classifier import score
-
+    """Toxic language (`lmforge.guard.toxicity_classifier`, P(toxic) >= 0.5)."""
     if not text.strip():
         return []
     [p] = score([text])

@@ -9,14 +9,10 @@ from pathlib import Path
 
 from lmforge.errors import ModelLoadError
 from lmforge.models import formats
+from lmforge.models.formats import quiet_transformers
+from lmforge.models.quantized import is_quantized, read_quantized
+from lmforge.models.vlm import is_vlm_folder, read_vlm
 from lmforge.store import Artifact, Store
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def read_hf(source: Path, kind: str):
@@ -24,10 +20,8 @@ def read_hf(source: Path, kind: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _quiet_transformers()
-    if kind == "hf" and (source / "quantization.json").is_file():  # lmforge quantize's folder
-        from lmforge.compress.quantize import read_quantized
-
+    quiet_transformers()
+    if kind == "hf" and is_quantized(source):  # lmforge quantize's folder
         return read_quantized(source)[:2]
     try:
         with contextlib.redirect_stderr(io.StringIO()):
@@ -69,8 +63,6 @@ def import_model(
 ) -> Artifact:
     """Convert `source` into the store artifact `name` (fp32 safetensors + tokenizer), atomically."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from lmforge.vision.vlm import is_vlm_folder, read_vlm
 
     store = store or Store()
     source = Path(source).expanduser().resolve()

@@ -15,6 +15,14 @@ from lmforge.errors import ModelLoadError, NotFoundError
 GGUF_MAGIC = b"GGUF"
 
 
+def quiet_transformers() -> None:
+    """Silence `transformers`' warnings and progress bars before it reads a folder."""
+    from transformers.utils import logging as hf_logging  # heavy: only when a model loads
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def detect(path: Path) -> str:
     """'gguf' for a GGUF file, 'hf' for a Hugging Face folder; raise a clear error otherwise."""
     if not path.exists():

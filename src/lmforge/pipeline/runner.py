@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lmforge.energy import EnergyMeter
 from lmforge.errors import LmforgeError
 from lmforge.pipeline.recipe import Recipe, Step, build, refs_in, substitute
 from lmforge.pipeline.registry import STEPS, Output, StepCall, is_artifact
@@ -274,7 +275,6 @@ def run(
 def _run_step(
     recipe: Recipe, step: Step, d: Decision, state: dict[str, Any], serve: bool
 ) -> dict[str, Any]:
-    from lmforge.evaluate.metrics.efficiency import EnergyMeter
     from lmforge.store import Store
 
     kind = STEPS[step.type]

@@ -35,7 +35,7 @@ class LoadArgs:
 def load(call: StepCall) -> Output:
     """A model to start from: the embedded default, a store name, or a local folder/GGUF."""
     from lmforge.models.convert import import_model
-    from lmforge.models.loader import resolve
+    from lmforge.models.sources import resolve
     from lmforge.store import Store
 
     store = Store()

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lmforge.io import write_text_atomic
 from lmforge.report.facts import Evaluation, Facts, gather
-from lmforge.report.render import num, render, write_text_atomic
+from lmforge.report.render import num, render
 from lmforge.store import Store
 
 # How the Hub names the relation of a model to its base_model, by lmforge step

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import InvalidInputError
+from lmforge.io import write_json_atomic, write_text_atomic
 from lmforge.report.facts import Fact, Facts, gather, plain
-from lmforge.report.render import render, write_json_atomic, write_text_atomic
+from lmforge.report.render import render
 from lmforge.store import Store
 
 ROLES = ("provider", "deployer")

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import InvalidInputError, NotFoundError
+from lmforge.io import write_text_atomic
 from lmforge.report import lineage as lineage_graph
 from lmforge.report import plots, sections
 from lmforge.report.facts import Fact, gather
-from lmforge.report.render import TEMPLATES, show, write_text_atomic
+from lmforge.report.render import TEMPLATES, show
 from lmforge.report.sections import Evidence
 from lmforge.store import Store, home
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lmforge.energy import ASSUMED_WATTS_PER_CORE
 from lmforge.errors import InvalidInputError
 from lmforge.store import Store
 
@@ -108,8 +109,6 @@ def _row(artifact: str, step: str, energy: dict, source: str) -> dict[str, Any]:
 
 def _unrecorded(artifact: str, step: str, timings: dict, source: str) -> dict[str, Any]:
     """A step that recorded no energy: estimated from its wall time, if it recorded that."""
-    from lmforge.evaluate.metrics.efficiency import ASSUMED_WATTS_PER_CORE
-
     seconds = timings.get("total_s")
     if not isinstance(seconds, int | float):
         return {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -58,19 +56,3 @@ def render(template: str, **context: Any) -> str:
     env.filters["show"] = show
     env.filters["lines"] = lines
     return env.get_template(template).render(**context)
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `text` to a temp file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")

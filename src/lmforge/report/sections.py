@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmforge.energy import ASSUMED_WATTS_PER_CORE
 from lmforge.errors import NotFoundError
 from lmforge.report.facts import Evaluation, Fact, Facts
 from lmforge.store import Store, home
@@ -328,8 +329,6 @@ def _joules_source(row: dict[str, Any]) -> str:
     the assumed power (`energy.py` estimates steps that recorded no energy)."""
     if row["source"].endswith("#energy"):
         return f"{row['source']}.joules"
-    from lmforge.evaluate.metrics.efficiency import ASSUMED_WATTS_PER_CORE
-
     return f"{row['source']} (×{ASSUMED_WATTS_PER_CORE:g} W: estimated)"
 
 

@@ -82,7 +82,7 @@ def install(app: FastAPI, config: ServeConfig, read_json) -> None:
 
 def encode(texts: list[str]):
     """(float32 unit vectors (N, 384), word pieces embedded) for `texts`."""
-    from lmforge.evaluate.toxicity_classifier import embedder
+    from lmforge.models.minilm import embedder
 
     model = embedder()  # loads on first use
     with _LOCK:

@@ -31,7 +31,6 @@ Bad input stops before any training with one line, `file:line: what is wrong —
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ import torch
 from jinja2 import TemplateError
 
 from lmforge.errors import InvalidInputError, NotFoundError
+from lmforge.io import read_jsonl, read_text
 
 IGNORE = -100  # label of a token with no loss (PyTorch's cross_entropy ignore_index)
 FORMATS = ("chat", "instruction", "text")
@@ -197,44 +197,13 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
         return
     # paragraphs separated by blank lines; a record's line is its first
     start, para = 0, []
-    for number, line in enumerate([*_text(path).splitlines(), ""], start=1):
+    for number, line in enumerate([*read_text(path).splitlines(), ""], start=1):
         if line.strip():
             start = start if para else number
             para.append(line)
         elif para:
             yield start, {"text": "\n".join(para)}
             para = []
-
-
-def read_jsonl(path: Path, fix: str) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for every non-blank line of a JSONL file; a line that is not
-    a JSON object is one error naming the file and line, with `fix` as what to do."""
-    for number, line in enumerate(_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InvalidInputError(
-                f"{where}: not valid JSON ({err.msg} at column {err.colno})", fix
-            ) from None
-        if not isinstance(obj, dict):
-            raise InvalidInputError(
-                f"{where}: expected a JSON object, got {type(obj).__name__}", fix
-            )
-        yield number, obj
-
-
-def _text(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise InvalidInputError(
-            f"{path}:{line}: not UTF-8 text", "save the file as UTF-8"
-        ) from None
 
 
 def _classify(obj: dict, where: str) -> str:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import InvalidInputError
+from lmforge.models.adapters import adapter_dir
 from lmforge.tune.data import (
     ROLES,
     DataStats,
@@ -306,8 +307,6 @@ def starting_adapter(name: str, store):
     """The adapter artifact `--adapter` names, checked to be a LoRA that DPO can continue."""
     import json
 
-    from lmforge.tune.merge import adapter_dir
-
     art = store.get(name)
     config = adapter_dir(art) / "adapter_config.json"
     if art.kind != "adapter" or not config.is_file():
@@ -330,8 +329,6 @@ def wrap(model, options: dict, start=None):
 
         return wrap_method(model, "dpo", options)
     from peft import PeftModel
-
-    from lmforge.tune.merge import adapter_dir
 
     return PeftModel.from_pretrained(model, str(adapter_dir(start)), is_trainable=True)
 

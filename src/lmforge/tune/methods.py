@@ -34,7 +34,7 @@ DEFAULTS = {
     "full": MethodDefaults(lr=2e-5, packing=True),
     # DPO trains a LoRA on preference pairs (one pair per row, no packing). A quarter of the
     # SFT LoRA rate: on the default model, 2e-4 already pushed the chosen replies' log-prob
-    # below the reference within 36 steps, 5e-5 raised it (README, "Preference tuning").
+    # below the reference within 36 steps, 5e-5 raised it (docs/tune.md, "Preference tuning").
     "dpo": MethodDefaults(lr=5e-5, packing=False),
 }
 

@@ -21,7 +21,10 @@ from pathlib import Path
 
 import torch
 
+from lmforge import quickstart
+from lmforge.energy import EnergyMeter
 from lmforge.errors import InvalidInputError, LmforgeError
+from lmforge.models.vlm import is_vlm_folder
 from lmforge.tune.attention import using_packed_attention
 from lmforge.tune.checkpoint import (
     file_digest,
@@ -187,9 +190,8 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
     """Train an adapter (or a full model) on `config.data`; return the new store artifact."""
     from rich.console import Console
 
-    from lmforge.evaluate.metrics.efficiency import EnergyMeter
     from lmforge.models.convert import read_hf
-    from lmforge.models.loader import resolve
+    from lmforge.models.sources import resolve
     from lmforge.store import Store
     from lmforge.tune import data as tdata
     from lmforge.tune import dpo
@@ -223,16 +225,12 @@ def tune(base: str | None, config: TuneConfig, *, resume: bool = False, quiet: b
         raise InvalidInputError(
             f"an artifact named {out!r} already exists", "choose another --out, or remove it"
         )
-    from lmforge.vision.vlm import is_vlm_folder
-
     if is_vlm_folder(folder):  # image+text chat through the processor: a loop of its own
         from lmforge.tune.vision import tune_vlm
 
         return tune_vlm(folder, base_name, base_art, config, store, console)
     if config.data == "quickstart":  # the bundled fictional-product chat set
-        from lmforge.tune.quickstart import write
-
-        config.data = str(write(run_dir(out) / "quickstart")[0])
+        config.data = str(quickstart.write(run_dir(out) / "quickstart")[0])
     hf, tok = read_hf(folder, "hf")
     config.precision = resolve_precision(config.method, config.precision)
     if config.precision == "bf16":  # the frozen base; peft keeps the adapter in fp32

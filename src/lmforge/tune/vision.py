@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import InvalidInputError, LmforgeError
+from lmforge.io import read_jsonl
+from lmforge.models.vlm import prepare, read_vlm
 from lmforge.tune.config import TuneConfig
 
 METHODS = ("lora", "dora")
@@ -34,9 +36,6 @@ LANGUAGE = ("language_model", "text_model")  # where VLMs keep their decoder
 
 def read_rows(path: str | Path) -> list[tuple[list[dict], list]]:
     """(messages in the processor's format, their images) for every JSONL line; checked."""
-    from lmforge.tune.data import read_jsonl
-    from lmforge.vision.vlm import prepare
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise InvalidInputError(f"no data file {path}", "pass --data FILE.jsonl")
@@ -100,7 +99,6 @@ def tune_vlm(folder: Path, base_name: str, base_art, config: TuneConfig, store, 
     from peft import LoraConfig, get_peft_model
 
     from lmforge.tune.trainer import lr_at
-    from lmforge.vision.vlm import read_vlm
 
     if config.method not in METHODS:
         raise InvalidInputError(

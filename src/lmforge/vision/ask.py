@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from lmforge.vision.images import load_image
+from lmforge.models.images import load_image
 
 
 def chat_with_images(

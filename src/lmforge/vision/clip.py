@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.errors import InvalidInputError, ModelLoadError, NotFoundError
-from lmforge.vision.images import load_image
+from lmforge.models import formats
+from lmforge.models.images import load_image
 
 CLIP_TYPES = ("clip", "siglip", "siglip2")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
@@ -75,9 +76,6 @@ class ClipModel:
         import torch
         from transformers import AutoModel, AutoProcessor
 
-        from lmforge.models import formats
-        from lmforge.models.convert import _quiet_transformers
-
         path = Path(folder).expanduser()
         formats.detect(path)  # a missing folder, no safetensors, a truncated file: one line
         config = json.loads((path / "config.json").read_text())
@@ -86,7 +84,7 @@ class ClipModel:
                 f"{path} is a {config.get('model_type')!r} model, not a CLIP-style dual encoder",
                 f"pass a folder of one of: {', '.join(CLIP_TYPES)}",
             )
-        _quiet_transformers()
+        formats.quiet_transformers()
         try:
             processor = AutoProcessor.from_pretrained(str(path))
             model = AutoModel.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True)

@@ -22,7 +22,7 @@ from functools import cache
 from importlib import metadata
 
 from lmforge.errors import InvalidInputError
-from lmforge.vision.images import EXTRA_FIX
+from lmforge.models.images import EXTRA_FIX
 
 
 @dataclass(frozen=True)

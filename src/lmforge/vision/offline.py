@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge.models.images import ImageInput, load_image
 from lmforge.vision.describe import NUMBER, describe
-from lmforge.vision.images import ImageInput, load_image
 from lmforge.vision.ocr import TextBox, read_text
 
 SYSTEM = (

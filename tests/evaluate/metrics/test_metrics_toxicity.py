@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from lmforge.errors import InvalidInputError
-from lmforge.evaluate import toxicity_classifier as tc
 from lmforge.evaluate.metrics.toxicity import compute
+from lmforge.guard import toxicity_classifier as tc
 
 
 def gen(output: str, item: str = "i", variant: str = "original") -> dict:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from lmforge.errors import InvalidInputError
-from lmforge.evaluate import toxicity_classifier
 from lmforge.evaluate.metrics.records import mean
 from lmforge.evaluate.metrics.registry import register
+from lmforge.guard import toxicity_classifier
 
 
 @register("toxicity")
@@ -13,7 +13,7 @@ def compute(records: list[dict], threshold: float = 0.5) -> dict:
     """Share of generation outputs whose P(toxic) >= threshold, with score statistics.
 
     The scorer is MiniLM embeddings and a logistic head trained on lmforge's own labelled set
-    (see `toxicity_classifier`); `precision` and `recall` are its own, measured on the
+    (see `guard.toxicity_classifier`, the guard's toxicity check); `precision` and `recall` are its own, measured on the
     held-out part of that set at this threshold, so a reader can judge how far to trust
     `toxic_rate`.
     """

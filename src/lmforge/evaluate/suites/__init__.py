@@ -6,12 +6,11 @@ from collections.abc import Callable
 
 from lmforge.errors import InvalidInputError
 from lmforge.evaluate.suites import bias, core, privacy, toxicity
+from lmforge.quickstart import build_eval
 
 
 def _quickstart() -> list[dict]:
     """Held-out questions about the fictional product of `lmforge tune --data quickstart`."""
-    from lmforge.tune.quickstart import build_eval
-
     return [{**row, "task": "quickstart", "format": "qa"} for row in build_eval()]
 
 

@@ -4,12 +4,16 @@
 local folder, and answers chat messages whose content may hold images. It decodes with
 `transformers`' `generate`: lmforge's native engine (KV cache, batching scheduler) is
 text-only, so a VLM runs at `generate()` speed; `lmforge serve` answers its requests one at
-a time (`lmforge.vision.scheduler`).
+a time (`lmforge.vision.scheduler`). `lmforge.load` returns one for a VLM folder, artifact or
+LoRA adapter of one (`models.loader`).
 
 Messages are OpenAI-style: `content` is a string, or a list of parts
 `{"type": "text", "text": ...}`, `{"type": "image", "image": PATH | bytes | data URL}` or
 `{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}`. Every image goes
-through `lmforge.vision.images.load_image`.
+through `lmforge.models.images.load_image`.
+
+torch, transformers and peft load inside the functions that use them: `is_vlm_folder` runs
+on every model folder that is imported, loaded or tuned, text models included.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lmforge.engine.params import SamplingParams
 from lmforge.errors import InvalidInputError, ModelLoadError
-from lmforge.vision.images import ImageInput, load_image
+from lmforge.models.formats import quiet_transformers
+from lmforge.models.images import ImageInput, load_image
 
 ROLES = ("system", "user", "assistant")
 
@@ -56,9 +62,7 @@ def read_vlm(folder: str | Path, adapter: str | Path | None = None):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from lmforge.models.convert import _quiet_transformers
-
-    _quiet_transformers()
+    quiet_transformers()
     try:
         processor = AutoProcessor.from_pretrained(str(folder))
         model = AutoModelForImageTextToText.from_pretrained(
@@ -142,8 +146,6 @@ def prepare(messages: Any, base: Path | None = None) -> tuple[list[dict], list[I
 
 def generate_kwargs(**sampling) -> tuple[dict, int | None]:
     """(`generate()` options, seed) from lmforge's sampling options (checked by SamplingParams)."""
-    from lmforge.engine.params import SamplingParams
-
     p = SamplingParams.from_kwargs(**sampling)
     kw: dict[str, Any] = {"max_new_tokens": p.max_tokens, "do_sample": p.temperature > 0}
     if p.temperature > 0:
@@ -167,7 +169,7 @@ class VisionModel:
         self.tokenizer = processor.tokenizer
         self.name = name or getattr(hf_model.config, "_name_or_path", "vlm")
         self.artifact = artifact
-        from lmforge.models.model import eos_ids
+        from lmforge.models.model import eos_ids  # the engine (torch): not for is_vlm_folder
 
         self.eos_ids = eos_ids(self.tokenizer, hf_model)
         text = hf_model.config.get_text_config()
@@ -267,32 +269,3 @@ class VisionModel:
         parts = [{"type": "image", "image": im} for im in images]
         return self.chat([{"role": "user", "content": [*parts, {"type": "text", "text": prompt}]}],
                          **sampling)  # fmt: skip
-
-
-def load_if_vlm(folder: Path, name: str, artifact, store, dtype: str | None, compile=False):
-    """A `VisionModel` when `folder` (or an adapter artifact's base) is a VLM, else None.
-
-    `lmforge.load` calls this first, so a VLM folder, store artifact or LoRA adapter of one
-    loads like any other model.
-    """
-    adapter = None
-    if artifact is not None and artifact.kind == "adapter":
-        if not artifact.parent:
-            return None
-        from lmforge.models.loader import resolve
-
-        folder, _, _ = resolve(artifact.parent, store)
-        adapter = artifact.path / "adapter"
-    if not is_vlm_folder(folder):
-        return None
-    if dtype not in (None, "fp32"):
-        raise InvalidInputError(
-            f"vision-language models run in fp32 only, not {dtype}", "drop --dtype"
-        )
-    if compile:
-        raise InvalidInputError(
-            "--compile is for the native text engine; a vision-language model decodes with "
-            "transformers' generate",
-            "drop --compile",
-        )
-    return VisionModel.from_folder(folder, name=name, artifact=artifact, adapter=adapter)

@@ -7,7 +7,8 @@ families, summary, records) and is written with `evaluate.runner.write_result`.
 
 It is a command of its own (`lmforge clip eval`) rather than a task kind of the evaluator,
 because the evaluator is built around a language model's log-likelihoods and generations
-(its scorer, prompt variants, decode speed); a CLIP model offers none of them.
+(its scorer, prompt variants, decode speed); a CLIP model offers none of them. The model is
+passed in (anything with `classify` and `name`, such as `vision.clip.ClipModel`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lmforge.errors import InvalidInputError, NotFoundError
+from lmforge.evaluate.metrics import compute_all
+from lmforge.io import read_jsonl
+from lmforge.store import versions
 
 
 def read_task(path: str | Path) -> list[dict]:
@@ -24,8 +28,6 @@ def read_task(path: str | Path) -> list[dict]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise NotFoundError(f"no task file {path}", "pass a JSONL file of {image, label} lines")
-    from lmforge.tune.data import read_jsonl
-
     items = []
     for n, row in read_jsonl(path, '{"image": "a.png", "label": "cat"} a line'):
         if not isinstance(row.get("image"), str) or not isinstance(row.get("label"), str):
@@ -51,9 +53,6 @@ def read_task(path: str | Path) -> list[dict]:
 
 def evaluate_zero_shot(clip, task: str | Path, template: str = "a photo of a {}.") -> dict:
     """Score `clip` (a `ClipModel`) on `task`; the result document, as `lmforge eval` writes."""
-    from lmforge.evaluate.metrics import compute_all
-    from lmforge.store import versions
-
     items = read_task(task)
     name = Path(task).stem
     started = time.perf_counter()

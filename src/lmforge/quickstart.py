@@ -1,5 +1,9 @@
 """The quickstart domain: a fictional smart kettle's manual, policies and error codes.
 
+Data written by the project, at the bottom of lmforge: `lmforge tune --data quickstart`
+trains on it, the `quickstart` evaluation suite asks about it, and pruning calibrates and
+distillation writes with it.
+
 The Hobbleby Steamwren SW-4 does not exist; every number, name and code below was made up
 for lmforge, so a small model cannot know them before tuning and should after. Each fact
 gives:
@@ -18,11 +22,12 @@ position is spread evenly over the four slots.
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
+
+from lmforge.io import write_text_atomic
 
 N_CHOICES = 4
 PRODUCT = "Hobbleby Steamwren SW-4"
@@ -216,18 +221,6 @@ def build_eval(seed: int = 0) -> list[dict]:
     return items
 
 
-def _write_atomic(path: Path, text: str) -> Path:
-    """Write `text` to `path` through a temp file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
 def _jsonl(rows: Iterable[dict]) -> str:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
@@ -235,8 +228,8 @@ def _jsonl(rows: Iterable[dict]) -> str:
 def write(folder: Path) -> tuple[Path, Path]:
     """Write train.jsonl and eval.jsonl into `folder`; returns their paths."""
     folder = Path(folder)
-    train = _write_atomic(folder / "train.jsonl", _jsonl(build_train()))
-    evals = _write_atomic(folder / "eval.jsonl", _jsonl(build_eval()))
+    train = write_text_atomic(folder / "train.jsonl", _jsonl(build_train()))
+    evals = write_text_atomic(folder / "eval.jsonl", _jsonl(build_eval()))
     return train, evals
 
 
@@ -245,4 +238,4 @@ def eval_task(folder: Path) -> Path:
     import yaml
 
     text = yaml.safe_dump(EVAL_TASK, sort_keys=False, allow_unicode=True)
-    return _write_atomic(Path(folder) / "quickstart.yaml", text)
+    return write_text_atomic(Path(folder) / "quickstart.yaml", text)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from lmforge import quickstart
 from lmforge.evaluate.task import build_items, load_task
-from lmforge.tune import quickstart
 
 TRAIN = quickstart.build_train()
 EVAL = quickstart.build_eval()
